@@ -1,0 +1,1 @@
+"""Headless graph execution of ComfyUI workflow files, and the `sld` command line."""

@@ -1,0 +1,49 @@
+"""The embedded default model: tiny, seeded, random-weight SD1.x components built in-process.
+
+Until a trained demo model ships, this is what `sld run` uses on a fresh machine and what the tests
+build. Its images are noise; it proves the plumbing, not SLD's effect. The architecture is SD1.x
+(same block types, cross-attention to CLIP-L-style embeddings, the real CLIP tokenizer), only narrower.
+"""
+import torch
+
+TINY_CONTEXT_DIM = 32
+
+
+def tiny_unet_config():
+    return dict(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TINY_CONTEXT_DIM,
+        attention_head_dim=8, norm_num_groups=32,
+    )
+
+
+def tiny_vae_config():
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=32, sample_size=64, scaling_factor=0.18215,
+    )
+
+
+def tiny_text_config():
+    # vocab and special ids of the real CLIP tokenizer, so the shipped tokenizer drives it.
+    return dict(
+        vocab_size=49408, hidden_size=TINY_CONTEXT_DIM, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407, layer_norm_eps=1e-5, hidden_act="quick_gelu", projection_dim=TINY_CONTEXT_DIM,
+    )
+
+
+def build_tiny_components(seed=0):
+    """Seeded random diffusers/transformers modules: {"unet", "vae", "text_encoder"} in float32, eval mode."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**tiny_unet_config())
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**tiny_vae_config())
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config()))
+    return {m: c.eval() for m, c in dict(unet=unet, vae=vae, text_encoder=text_encoder).items()}

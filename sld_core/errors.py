@@ -1,0 +1,30 @@
+"""Typed, user-facing errors of sld_core.
+
+Raised where the fact is known, formatted once at the edge (CLI or node). Every message is a complete
+sentence a user can act on; none of these should ever surface with a traceback.
+"""
+
+
+class SLDError(Exception):
+    """Base class: a mistake in what the user asked for or gave us, not a bug."""
+
+
+class InvalidInputError(SLDError, ValueError):
+    """A value handed to sld_core is out of its domain (unknown sampler, wrong latent shape, ...)."""
+
+
+class CheckpointError(SLDError):
+    """A model file or folder cannot be used: missing, corrupt, unsafe or of an unsupported family."""
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnsupportedModelError(CheckpointError):
+    """The checkpoint loads but is not an SD1.x model (e.g. SD2 or SDXL)."""
+
+    def __init__(self, path, family):
+        self.family = family
+        super().__init__(path, f"this is a {family} checkpoint; SD2/SDXL not supported yet (only SD1.x)")

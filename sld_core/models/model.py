@@ -1,0 +1,60 @@
+"""`Model`: an ε-prediction UNet plus its noise schedule, seen by samplers as a k-diffusion denoiser."""
+import torch
+
+from ..model_sampling import DiscreteSchedule
+
+SD1_LATENT_SCALE = 0.18215
+
+
+class Model:
+    """SD1.x UNet wrapped for σ-space sampling (ComfyUI's ``BaseModel`` with ``EPS`` sampling).
+
+    Samplers work on x = model-space latent + σ·noise. The UNet sees ``x/√(σ²+1)`` at the timestep
+    nearest to σ and predicts ε; ``denoise`` returns x̂₀ = x − σ·ε. LATENT dicts hold the VAE's unscaled
+    latent, so `process_latent_in/out` apply the VAE scale factor on the way in and out.
+    """
+
+    def __init__(self, unet, schedule=None, latent_scale=SD1_LATENT_SCALE, prediction_type="epsilon"):
+        if prediction_type != "epsilon":
+            raise ValueError(f"only epsilon-prediction SD1.x models are supported, got {prediction_type!r}")
+        self.unet = unet
+        self.schedule = schedule or DiscreteSchedule()
+        self.latent_scale = latent_scale
+
+    @property
+    def device(self):
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self):
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def in_channels(self):
+        return self.unet.config.in_channels
+
+    def to(self, device=None, dtype=None):
+        self.unet.to(device=device, dtype=dtype)
+        return self
+
+    def process_latent_in(self, latent):
+        return latent * self.latent_scale
+
+    def process_latent_out(self, latent):
+        return latent / self.latent_scale
+
+    def predict_eps(self, x, sigma, context):
+        """ε prediction (float32) for x at noise level σ (shape [B]) with text embeddings `context`
+        ([B, tokens, dim]); one UNet call for the whole batch."""
+        sigma = sigma.to(x.device, torch.float32)
+        scale_in = ((sigma**2 + 1.0) ** 0.5).view(-1, *([1] * (x.ndim - 1)))
+        timestep = self.schedule.timestep(sigma).float()
+        eps = self.unet(
+            (x / scale_in).to(self.dtype), timestep, encoder_hidden_states=context.to(x.device, self.dtype)
+        ).sample
+        return eps.float()
+
+    def denoise(self, x, sigma, context):
+        """x̂₀ = x − σ·ε(x, σ): the k-diffusion denoiser interface."""
+        eps = self.predict_eps(x, sigma, context)
+        return x - eps * sigma.to(x.device, torch.float32).view(-1, *([1] * (x.ndim - 1)))

@@ -1,0 +1,139 @@
+"""Guiders: denoisers that combine several conditionings of one model evaluation.
+
+A guider is what a sampler calls as its model: ``guider(x, sigma, **extra_args) -> denoised``. It
+evaluates every conditioning it needs in **one batched UNet call** and combines the predictions:
+`CFGGuider` as ComfyUI's KSampler does, `SLDGuider` with Safe Latent Diffusion on top.
+
+A guider is called once per model evaluation (twice a step for Heun-type samplers), so SLD takes
+its step index from the current σ within the run's sigmas, never from a call counter; `prepare`
+starts a run and resets the momentum.
+"""
+import logging
+import math
+
+import torch
+
+from .errors import InvalidInputError
+from .guidance import sld_guidance
+
+log = logging.getLogger(__name__)
+
+
+def conditioning_context(conditioning, name):
+    """The text-embedding tensor [1, tokens, dim] of a ComfyUI CONDITIONING with one entry."""
+    if not isinstance(conditioning, (list, tuple)) or not conditioning:
+        raise InvalidInputError(f"{name}: expected a CONDITIONING list [[tensor, {{...}}]], got {type(conditioning).__name__}")
+    if len(conditioning) != 1:
+        raise InvalidInputError(
+            f"{name}: conditioning with {len(conditioning)} entries (ConditioningCombine) is not supported "
+            "outside ComfyUI yet; use one text encode per input"
+        )
+    context = conditioning[0][0]
+    if not torch.is_tensor(context) or context.ndim != 3:
+        raise InvalidInputError(f"{name}: expected an embedding tensor [1, tokens, dim], got {getattr(context, 'shape', context)}")
+    return context
+
+
+def batch_contexts(contexts, batch_size):
+    """Stack contexts into one [k·B, tokens, dim] batch, in the given order, each repeated B times.
+
+    Contexts of different lengths (prompts past 77 tokens) are tiled to their least common multiple,
+    as ComfyUI does: repeating all keys of an attention leaves its softmax unchanged.
+    """
+    length = math.lcm(*(c.shape[1] for c in contexts))
+    tiled = [c.repeat(batch_size, length // c.shape[1], 1) for c in contexts]
+    return torch.cat(tiled)
+
+
+def _per_sample(sigma, x):
+    return sigma.to(x.device, torch.float32).view(-1, *([1] * (x.ndim - 1)))
+
+
+class CFGGuider:
+    """Classifier-free guidance: denoised = uncond + cfg·(cond − uncond) (ComfyUI's cfg_function).
+
+    With cfg == 1 the negative pass is skipped, as ComfyUI does; the result is the positive prediction.
+    """
+
+    def __init__(self, model, positive, negative, cfg):
+        self.model = model
+        self.cfg = float(cfg)
+        self.positive = conditioning_context(positive, "positive")
+        self.negative = conditioning_context(negative, "negative")
+
+    def prepare(self, sigmas):
+        """Start a sampling run over `sigmas` (CFG keeps no state)."""
+
+    def __call__(self, x, sigma, **extra_args):
+        batch = x.shape[0]
+        if math.isclose(self.cfg, 1.0):
+            return self.model.denoise(x, sigma, batch_contexts([self.positive], batch))
+        contexts = batch_contexts([self.negative, self.positive], batch)
+        denoised = self.model.denoise(torch.cat([x, x]), torch.cat([sigma, sigma]), contexts)
+        uncond, cond = denoised.chunk(2)
+        return uncond + (cond - uncond) * self.cfg
+
+
+class SLDGuider(CFGGuider):
+    """CFG plus Safe Latent Diffusion against a safety-concept conditioning (see `guidance`).
+
+    Per evaluation: one UNet call over [negative, positive, safety concept] (the safety pass is left
+    out where `SLDParams.safety_pass_needed` says it cannot matter), ε_k = (x − x̂₀_k)/σ, the SLD
+    combination in ε-space, then x̂₀ = x − σ·ε̂.
+
+    Steps and momentum: an evaluation at σ belongs to step i, the last schedule entry with σ_i ≥ σ
+    (a DPM2 midpoint belongs to the step it is inside; Heun's corrector at σ_{i+1} to step i+1).
+    The momentum ν advances once per step: every evaluation of step i starts from ν at the end of
+    step i−1, and the last evaluation of step i sets ν for step i+1. For first-order samplers this is
+    exactly diffusers' per-iteration rule.
+    """
+
+    def __init__(self, model, positive, negative, safety_concept, cfg, params):
+        super().__init__(model, positive, negative, cfg)
+        self.params = params
+        self.safety = conditioning_context(safety_concept, "safety_concept")
+        self.sigmas = None
+
+    def prepare(self, sigmas):
+        """Start a sampling run over `sigmas`: forget the momentum of any earlier run."""
+        self.sigmas = sigmas.detach().float().cpu()
+        self.num_steps = len(sigmas) - 1
+        self._step = -1
+        self._momentum_in = None  # ν at the start of the current step
+        self._momentum_out = None  # ν after the current step's latest evaluation
+        if self.params.enabled(self.cfg) and self.params.warmup_steps >= self.num_steps:
+            log.info(
+                "SLD warm-up (%d steps) covers all %d steps: the safety term is never applied",
+                self.params.warmup_steps, self.num_steps,
+            )
+
+    def step_index(self, sigma):
+        """Index i of the step this σ falls in: the last σ_i (i < steps) with σ_i ≥ σ."""
+        value = float(sigma.flatten()[0])
+        count = int((self.sigmas[:-1] >= value * (1 - 1e-5)).sum())
+        return max(count - 1, 0)
+
+    def __call__(self, x, sigma, **extra_args):
+        if self.sigmas is None:
+            raise RuntimeError("SLDGuider.prepare(sigmas) must be called before sampling")
+        if not self.params.enabled(self.cfg):
+            return super().__call__(x, sigma)
+        step = self.step_index(sigma)
+        if step != self._step:
+            self._step = step
+            self._momentum_in = self._momentum_out
+        if not self.params.safety_pass_needed(step, self.num_steps):
+            # Same arithmetic as SLD disabled, so a warm-up covering the run is bitwise plain CFG.
+            log.debug("SLD step %d: safety pass skipped (warm-up, momentum unused)", step)
+            return super().__call__(x, sigma)
+
+        batch = x.shape[0]
+        contexts = batch_contexts([self.negative, self.positive, self.safety], batch)
+        x3 = torch.cat([x, x, x])
+        sigma3 = torch.cat([sigma, sigma, sigma])
+        eps_uncond, eps_cond, eps_safety = self.model.predict_eps(x3, sigma3, contexts).chunk(3)
+        momentum = None if self._momentum_in is None else self._momentum_in.clone()
+        eps, self._momentum_out = sld_guidance(
+            eps_uncond, eps_cond, eps_safety, self.cfg, self.params, momentum, step
+        )
+        return x - eps * _per_sample(sigma, x)

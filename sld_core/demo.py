@@ -10,6 +10,7 @@ TINY_CONTEXT_DIM = 32
 
 
 def tiny_unet_config():
+    # attention_head_dim=8 is diffusers' name for 8 heads, SD1's fixed head count (config_inference.py).
     return dict(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -27,10 +28,12 @@ def tiny_vae_config():
 
 
 def tiny_text_config():
-    # vocab and special ids of the real CLIP tokenizer, so the shipped tokenizer drives it.
+    # vocab and special ids of the real CLIP tokenizer, so the shipped tokenizer drives it. One head:
+    # the head count a single-file checkpoint implies for a text encoder narrower than CLIP's 64-wide
+    # heads (models/config_inference.py), so the tiny model round-trips through a .safetensors file.
     return dict(
         vocab_size=49408, hidden_size=TINY_CONTEXT_DIM, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+        num_attention_heads=1, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
         pad_token_id=49407, layer_norm_eps=1e-5, hidden_act="quick_gelu", projection_dim=TINY_CONTEXT_DIM,
     )
 

@@ -1,0 +1,206 @@
+"""The key map between SD1.x's original single-file ("LDM") layout and the diffusers/transformers layout.
+
+The map is written once, as data: a list of module-prefix pairs (LDM prefix, diffusers prefix) plus, for
+the module kinds whose parameter names differ (UNet res-blocks, VAE res-blocks and attention), a
+table of renamed leading key parts. The same lists drive both directions. The pairs are generated
+from a `UNetLayout` (blocks, res-blocks per block, which blocks attend) read off the keys, so
+reduced-size SD1.x models map as well as full SD1.5.
+
+Single-file prefixes: ``model.diffusion_model.`` (UNet), ``first_stage_model.`` (VAE),
+``cond_stage_model.transformer.text_model.`` (CLIP-L text encoder). transformers 5 saves
+``CLIPTextModel`` keys without ``text_model.``; both forms are accepted on the diffusers side.
+"""
+import re
+from dataclasses import dataclass
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model.transformer.text_model."
+_OLD_TEXT_PREFIX = "cond_stage_model.transformer."  # checkpoints saved with transformers < 4.x lack text_model.
+
+# Renamed leading parts of a key inside one module, (LDM, diffusers).
+UNET_RESNET = (
+    ("in_layers.0.", "norm1."), ("in_layers.2.", "conv1."), ("emb_layers.1.", "time_emb_proj."),
+    ("out_layers.0.", "norm2."), ("out_layers.3.", "conv2."), ("skip_connection.", "conv_shortcut."),
+)
+VAE_RESNET = (("nin_shortcut.", "conv_shortcut."),)
+# The VAE's mid-block attention: 1x1 convs in LDM, linear layers in diffusers (weights reshaped).
+VAE_ATTENTION = (("norm.", "group_norm."), ("q.", "to_q."), ("k.", "to_k."), ("v.", "to_v."), ("proj_out.", "to_out.0."))
+SAME = ()
+
+
+@dataclass(frozen=True)
+class UNetLayout:
+    """What the key names of an SD1.x UNet depend on. Lists run in diffusers order (up blocks deepest first)."""
+
+    layers_per_block: int
+    down_attention: tuple
+    up_attention: tuple
+
+    @property
+    def num_blocks(self):
+        return len(self.down_attention)
+
+
+def unet_pairs(layout):
+    """(LDM prefix, diffusers prefix, rename table) for every module of the UNet."""
+    n_blocks, per = layout.num_blocks, layout.layers_per_block
+    pairs = [
+        ("time_embed.0", "time_embedding.linear_1", SAME), ("time_embed.2", "time_embedding.linear_2", SAME),
+        ("input_blocks.0.0", "conv_in", SAME), ("out.0", "conv_norm_out", SAME), ("out.2", "conv_out", SAME),
+        ("middle_block.0", "mid_block.resnets.0", UNET_RESNET), ("middle_block.1", "mid_block.attentions.0", SAME),
+        ("middle_block.2", "mid_block.resnets.1", UNET_RESNET),
+    ]
+    for i in range(n_blocks):
+        # LDM numbers input blocks flatly: conv_in, then per level `per` res(+attn) blocks and a downsampler.
+        for j in range(per):
+            n = 1 + i * (per + 1) + j
+            pairs.append((f"input_blocks.{n}.0", f"down_blocks.{i}.resnets.{j}", UNET_RESNET))
+            if layout.down_attention[i]:
+                pairs.append((f"input_blocks.{n}.1", f"down_blocks.{i}.attentions.{j}", SAME))
+        if i < n_blocks - 1:
+            pairs.append((f"input_blocks.{1 + i * (per + 1) + per}.0.op", f"down_blocks.{i}.downsamplers.0.conv", SAME))
+        # Output blocks hold per+1 res(+attn) blocks per level; the upsampler follows the attention, if any.
+        for j in range(per + 1):
+            n = i * (per + 1) + j
+            pairs.append((f"output_blocks.{n}.0", f"up_blocks.{i}.resnets.{j}", UNET_RESNET))
+            if layout.up_attention[i]:
+                pairs.append((f"output_blocks.{n}.1", f"up_blocks.{i}.attentions.{j}", SAME))
+        if i < n_blocks - 1:
+            slot = 2 if layout.up_attention[i] else 1
+            pairs.append((f"output_blocks.{i * (per + 1) + per}.{slot}.conv", f"up_blocks.{i}.upsamplers.0.conv", SAME))
+    return pairs
+
+
+def vae_pairs(num_blocks, layers_per_block):
+    """(LDM prefix, diffusers prefix, rename table) for every module of the VAE (AutoencoderKL)."""
+    pairs = [("quant_conv", "quant_conv", SAME), ("post_quant_conv", "post_quant_conv", SAME)]
+    for part in ("encoder", "decoder"):
+        pairs += [
+            (f"{part}.conv_in", f"{part}.conv_in", SAME), (f"{part}.conv_out", f"{part}.conv_out", SAME),
+            (f"{part}.norm_out", f"{part}.conv_norm_out", SAME),
+            (f"{part}.mid.block_1", f"{part}.mid_block.resnets.0", VAE_RESNET),
+            (f"{part}.mid.attn_1", f"{part}.mid_block.attentions.0", VAE_ATTENTION),
+            (f"{part}.mid.block_2", f"{part}.mid_block.resnets.1", VAE_RESNET),
+        ]
+    for i in range(num_blocks):
+        for j in range(layers_per_block):
+            pairs.append((f"encoder.down.{i}.block.{j}", f"encoder.down_blocks.{i}.resnets.{j}", VAE_RESNET))
+        # LDM numbers decoder levels from the shallowest (like the encoder); diffusers from the deepest.
+        k = num_blocks - 1 - i
+        for j in range(layers_per_block + 1):
+            pairs.append((f"decoder.up.{k}.block.{j}", f"decoder.up_blocks.{i}.resnets.{j}", VAE_RESNET))
+        if i < num_blocks - 1:
+            pairs.append((f"encoder.down.{i}.downsample.conv", f"encoder.down_blocks.{i}.downsamplers.0.conv", SAME))
+            pairs.append((f"decoder.up.{k}.upsample.conv", f"decoder.up_blocks.{i}.upsamplers.0.conv", SAME))
+    return pairs
+
+
+def _indices(keys, pattern):
+    rx = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in keys if (m := rx.match(k))})
+
+
+def unet_layout_from_diffusers(keys):
+    blocks = _indices(keys, r"down_blocks\.(\d+)\.")
+    if not blocks:
+        raise ValueError("no down_blocks.* keys: not a diffusers UNet state dict")
+    return UNetLayout(
+        layers_per_block=len(_indices(keys, r"down_blocks\.0\.resnets\.(\d+)\.")),
+        down_attention=tuple(any(k.startswith(f"down_blocks.{i}.attentions.") for k in keys) for i in blocks),
+        up_attention=tuple(any(k.startswith(f"up_blocks.{i}.attentions.") for k in keys) for i in blocks),
+    )
+
+
+def unet_layout_from_ldm(keys):
+    """Layout of an LDM UNet (keys without prefix): input_blocks count = levels·(per+1), and the first
+    downsampler (``.op``) sits at input block per+1."""
+    inputs = _indices(keys, r"input_blocks\.(\d+)\.")
+    if not inputs:
+        raise ValueError("no input_blocks.* keys: not an LDM UNet state dict")
+    ops = _indices(keys, r"input_blocks\.(\d+)\.0\.op\.")
+    per = ops[0] - 1 if ops else len(inputs) - 1
+    n_blocks = len(inputs) // (per + 1)
+
+    def attends(block):
+        return any(k.startswith(f"{block}.1.proj_in.") for k in keys)
+
+    return UNetLayout(
+        layers_per_block=per,
+        down_attention=tuple(attends(f"input_blocks.{1 + i * (per + 1)}") for i in range(n_blocks)),
+        up_attention=tuple(attends(f"output_blocks.{i * (per + 1)}") for i in range(n_blocks)),
+    )
+
+
+def vae_shape_from_diffusers(keys):
+    return len(_indices(keys, r"encoder\.down_blocks\.(\d+)\.")), len(_indices(keys, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."))
+
+
+def vae_shape_from_ldm(keys):
+    return len(_indices(keys, r"encoder\.down\.(\d+)\.")), len(_indices(keys, r"encoder\.down\.0\.block\.(\d+)\."))
+
+
+def _rename(state_dict, pairs, to_diffusers, component):
+    """Apply the prefix pairs (and their rename tables) to every key; an unmapped key is an error."""
+    src, dst = (0, 1) if to_diffusers else (1, 0)
+    by_prefix = sorted(pairs, key=lambda p: -len(p[src]))
+    out = {}
+    for key, tensor in state_dict.items():
+        for pair in by_prefix:
+            if key.startswith(pair[src] + "."):
+                rest = key[len(pair[src]) + 1:]
+                for names in pair[2]:
+                    if rest.startswith(names[src]):
+                        rest = names[dst] + rest[len(names[src]):]
+                        break
+                if pair[2] is VAE_ATTENTION and rest.endswith(".weight") and not rest.startswith(("norm.", "group_norm.")):
+                    tensor = _attention_weight(tensor, to_diffusers)
+                out[f"{pair[dst]}.{rest}"] = tensor
+                break
+        else:
+            raise ValueError(f"unexpected {component} weight {key!r} for an SD1.x model")
+    return out
+
+
+def _attention_weight(tensor, to_diffusers):
+    if to_diffusers:
+        return tensor.reshape(tensor.shape[0], tensor.shape[1]) if tensor.ndim == 4 else tensor
+    return tensor.reshape(*tensor.shape, 1, 1) if tensor.ndim == 2 else tensor
+
+
+def _strip(state_dict, prefix):
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def split_text_keys(state_dict):
+    """Text-encoder weights of a single-file checkpoint, keyed as transformers 5 names them (no
+    ``text_model.``). ``position_ids`` (a buffer some checkpoints carry, sometimes corrupted) is dropped."""
+    text = _strip(state_dict, TEXT_PREFIX)
+    if not text:
+        text = {k: v for k, v in _strip(state_dict, _OLD_TEXT_PREFIX).items() if not k.startswith("text_model.")}
+    return {k: v for k, v in text.items() if not k.endswith("position_ids")}
+
+
+def ldm_to_diffusers(state_dict):
+    """Split an original single-file SD1.x state dict into diffusers-layout {"unet", "vae", "text_encoder"}."""
+    unet = _strip(state_dict, UNET_PREFIX)
+    vae = _strip(state_dict, VAE_PREFIX)
+    return {
+        "unet": _rename(unet, unet_pairs(unet_layout_from_ldm(unet)), True, "UNet"),
+        "vae": _rename(vae, vae_pairs(*vae_shape_from_ldm(vae)), True, "VAE"),
+        "text_encoder": split_text_keys(state_dict),
+    }
+
+
+def diffusers_to_ldm(unet_sd, vae_sd, text_encoder_sd):
+    """One original single-file SD1.x state dict from diffusers UNet/VAE and transformers CLIP-text state dicts."""
+    out = {}
+    unet = _rename(unet_sd, unet_pairs(unet_layout_from_diffusers(unet_sd)), False, "UNet")
+    out.update({UNET_PREFIX + k: v for k, v in unet.items()})
+    vae = _rename(vae_sd, vae_pairs(*vae_shape_from_diffusers(vae_sd)), False, "VAE")
+    out.update({VAE_PREFIX + k: v for k, v in vae.items()})
+    for key, tensor in text_encoder_sd.items():
+        key = key.removeprefix("text_model.")
+        if not key.endswith("position_ids"):
+            out[TEXT_PREFIX + key] = tensor
+    return out

@@ -1,4 +1,41 @@
-"""Thin node classes (ComfyUI V1 contract) over sld_core. The SLD nodes land with the nodes issue."""
+"""Thin node classes (ComfyUI's V1 contract) over sld_core.
 
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+`NODE_CLASS_MAPPINGS` holds only the SLD nodes: it is what the package registers in ComfyUI.
+`CORE_NODE_CLASS_MAPPINGS` re-implements the ComfyUI core nodes that shared workflows use, with
+ComfyUI's names, inputs and outputs, for the headless runner only. It is never exported to ComfyUI
+(which would drop them anyway: a pack cannot override a core node).
+"""
+from .conditioning import CLIPTextEncode, SLDSafetyConcept
+from .image import ImageBatch, LoadImage, PreviewImage, SaveImage, SLDImageGrid
+from .latent import EmptyLatentImage, VAEDecode, VAEEncode
+from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
+from .sampling import KSampler, SLDKSampler
+
+NODE_CLASS_MAPPINGS = {
+    "SLDKSampler": SLDKSampler,
+    "SLDSafetyConcept": SLDSafetyConcept,
+    "SLDCheckpointLoader": SLDCheckpointLoader,
+    "SLDImageGrid": SLDImageGrid,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SLDKSampler": "KSampler (Safe Latent Diffusion)",
+    "SLDSafetyConcept": "SLD Safety Concept",
+    "SLDCheckpointLoader": "Load Checkpoint (SLD)",
+    "SLDImageGrid": "Image Grid (SLD)",
+}
+
+CORE_NODE_CLASS_MAPPINGS = {
+    "CheckpointLoaderSimple": CheckpointLoaderSimple,
+    "CLIPTextEncode": CLIPTextEncode,
+    "EmptyLatentImage": EmptyLatentImage,
+    "KSampler": KSampler,
+    "VAEDecode": VAEDecode,
+    "VAEEncode": VAEEncode,
+    "LoadImage": LoadImage,
+    "SaveImage": SaveImage,
+    "PreviewImage": PreviewImage,
+    "ImageBatch": ImageBatch,
+}
+
+HEADLESS_NODE_CLASS_MAPPINGS = {**CORE_NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}

@@ -50,3 +50,34 @@ def build_tiny_components(seed=0):
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_text_config()))
     return {m: c.eval() for m, c in dict(unet=unet, vae=vae, text_encoder=text_encoder).items()}
+
+
+
+def demo_vae_config():
+    """The demo model's VAE: like `tiny_vae_config` but with SD's four levels, so it maps pixels to
+    latents at SD's 1/8 scale (the two-level test VAE would turn a 64×64 latent request into 16×16)."""
+    return dict(tiny_vae_config(), block_out_channels=(32, 32, 64, 64),
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+
+
+def load_demo(device="auto", seed=0):
+    """The embedded default model as the runtime's ``(Model, Clip, Vae)``, float32 on ``device``.
+
+    This is what the checkpoint name ``sld_demo.safetensors`` loads when no file of that name exists;
+    it needs no files or network (the CLIP tokenizer ships in the package). Random weights: its images
+    are noise.
+    """
+    from diffusers import AutoencoderKL
+
+    from .device import resolve_device
+    from .models.clip import Clip, load_clip_tokenizer
+    from .models.model import Model
+    from .models.vae import Vae
+
+    device = resolve_device(device)
+    parts = build_tiny_components(seed)
+    torch.manual_seed(seed + 3)
+    parts["vae"] = AutoencoderKL(**demo_vae_config()).eval()
+    parts = {name: module.to(device).requires_grad_(False) for name, module in parts.items()}
+    model = Model(parts["unet"], latent_scale=parts["vae"].config.scaling_factor)
+    return model, Clip(load_clip_tokenizer(), parts["text_encoder"]), Vae(parts["vae"])

@@ -1,0 +1,94 @@
+"""Checkpoint loaders: `SLDCheckpointLoader` (also offers the embedded demo model) and, for headless
+mode, ComfyUI's `CheckpointLoaderSimple` with the same inputs and outputs."""
+from ..sld_core.errors import CheckpointError
+from .context import comfy_module, current_runtime, headless_active, in_comfyui
+from .errors import NodeInputError
+
+# The embedded default model's name. A real file of this name under models/checkpoints wins (the
+# demo-model issue ships one); otherwise the tiny seeded random-weight model is built in-process.
+DEMO_CHECKPOINT = "sld_demo.safetensors"
+
+CKPT_TOOLTIP = "The name of the checkpoint (model) to load."
+OUTPUT_TOOLTIPS = (
+    "The model used for denoising latents.",
+    "The CLIP model used for encoding text prompts.",
+    "The VAE model used for encoding and decoding images to and from latent space.",
+)
+
+
+def checkpoint_names():
+    """Checkpoint names offered in the COMBO: the demo model first, then the files found."""
+    if in_comfyui() and not headless_active():
+        names = list(comfy_module("folder_paths").get_filename_list("checkpoints"))
+    else:
+        names = current_runtime().models.names("checkpoints")
+    return names if DEMO_CHECKPOINT in names else [DEMO_CHECKPOINT] + names
+
+
+def checkpoint_path(name):
+    if in_comfyui() and not headless_active():
+        return comfy_module("folder_paths").get_full_path("checkpoints", name)
+    return current_runtime().models.path("checkpoints", name)
+
+
+def load_named_checkpoint(ckpt_name):
+    """(Model, Clip, Vae) for a listed checkpoint name; the demo name falls back to the tiny model."""
+    device = current_runtime().device
+    path = checkpoint_path(ckpt_name)
+    if path is None and ckpt_name == DEMO_CHECKPOINT:
+        from ..sld_core.demo import load_demo
+
+        return load_demo(device)
+    if path is None:
+        raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in the checkpoints folder")
+    from ..sld_core.models.checkpoint import load_checkpoint
+
+    try:
+        return tuple(load_checkpoint(path, device=device))
+    except CheckpointError as error:
+        raise NodeInputError("ckpt_name", f"cannot load {ckpt_name!r}: {error.reason}") from error
+
+
+class CheckpointLoaderSimple:
+    """ComfyUI's core checkpoint loader (headless only; inside ComfyUI its own is used)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ckpt_name": (checkpoint_names(), {"tooltip": CKPT_TOOLTIP})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    OUTPUT_TOOLTIPS = OUTPUT_TOOLTIPS
+    FUNCTION = "load_checkpoint"
+    CATEGORY = "loaders"
+    DESCRIPTION = "Loads a diffusion model checkpoint, diffusion models are used to denoise latents."
+
+    def load_checkpoint(self, ckpt_name):
+        return load_named_checkpoint(ckpt_name)
+
+
+class SLDCheckpointLoader:
+    """Loads an SD1.x checkpoint for the SLD nodes; offers the embedded demo model too."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ckpt_name": (checkpoint_names(), {
+                    "default": DEMO_CHECKPOINT,
+                    "tooltip": f"The SD1.x checkpoint to load. {DEMO_CHECKPOINT} is the embedded demo model "
+                               "(works with no model files; its images are noise until a trained demo model ships).",
+                }),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    OUTPUT_TOOLTIPS = OUTPUT_TOOLTIPS
+    FUNCTION = "load_checkpoint"
+    CATEGORY = "SLD/loaders"
+    DESCRIPTION = (
+        "Loads an SD1.x checkpoint (single-file .safetensors, weights-only .ckpt or a diffusers folder) "
+        "with sld_core, or the embedded demo model, for use with the SLD nodes."
+    )
+
+    def load_checkpoint(self, ckpt_name):
+        return load_named_checkpoint(ckpt_name)

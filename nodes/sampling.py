@@ -1,0 +1,99 @@
+"""Samplers: `SLDKSampler` (KSampler plus Safe Latent Diffusion) and, for headless mode, ComfyUI's
+`KSampler`. Both are one call to `sld_core.ksample`."""
+from ..sld_core.guidance import PRESET_NAMES, PRESETS, resolve_params
+from ..sld_core.ksample import ksample
+from ..sld_core.samplers import SAMPLER_NAMES
+from ..sld_core.schedules import SCHEDULER_NAMES
+from .context import step_callback
+
+
+def ksampler_inputs():
+    """KSampler's inputs: ComfyUI's names, order, defaults and ranges (sampler lists: sld_core's)."""
+    return {
+        "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                         "tooltip": "The random seed used for creating the noise."}),
+        "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of steps used in the denoising process."}),
+        "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                          "tooltip": "The Classifier-Free Guidance scale: higher values follow the prompt more closely."}),
+        "sampler_name": (list(SAMPLER_NAMES), {"tooltip": "The algorithm used when sampling."}),
+        "scheduler": (list(SCHEDULER_NAMES), {"tooltip": "The scheduler controls how noise is gradually removed to form the image."}),
+        "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to include in the image."}),
+        "negative": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to exclude from the image."}),
+        "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
+        "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "The amount of denoising applied; lower values keep the structure of the input (image to image)."}),
+    }
+
+
+class KSampler:
+    """ComfyUI's core KSampler (headless only; inside ComfyUI its own is used)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": ksampler_inputs()}
+
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The denoised latent.",)
+    FUNCTION = "sample"
+    CATEGORY = "sampling"
+    DESCRIPTION = "Uses the provided model, positive and negative conditioning to denoise the latent image."
+
+    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0):
+        latent = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                         denoise=denoise, callback=step_callback(), disable_pbar=True)
+        return (latent,)
+
+
+_MEDIUM = PRESETS["medium"]
+
+
+def sld_inputs():
+    """The safety concept, the preset and the five SLD hyper-parameters (defaults: the Medium preset)."""
+    custom = "Used only when sld_preset is custom."
+    return {
+        "safety_concept": ("CONDITIONING", {"tooltip": "The encoded safety concept (SLD Safety Concept node)."}),
+        "sld_preset": (list(PRESET_NAMES), {"default": "medium",
+                       "tooltip": "SLD strength: the paper's presets (weak, medium, strong, max), disabled (plain KSampler), or custom."}),
+        "sld_guidance_scale": ("FLOAT", {"default": _MEDIUM.guidance_scale, "min": 0.0, "max": 100000.0, "step": 1.0,
+                               "tooltip": f"s_S: scale of the safety guidance; SLD is off at ≤ 1. {custom}"}),
+        "sld_warmup_steps": ("INT", {"default": _MEDIUM.warmup_steps, "min": 0, "max": 10000,
+                             "tooltip": f"δ: steps before safety guidance is applied. {custom}"}),
+        "sld_threshold": ("FLOAT", {"default": _MEDIUM.threshold, "min": 0.0, "max": 10.0, "step": 0.001,
+                          "tooltip": f"λ: only latent elements closer to the safety concept than this are guided. {custom}"}),
+        "sld_momentum_scale": ("FLOAT", {"default": _MEDIUM.momentum_scale, "min": 0.0, "max": 100.0, "step": 0.01,
+                               "tooltip": f"s_m: weight of the safety guidance momentum. {custom}"}),
+        "sld_momentum_beta": ("FLOAT", {"default": _MEDIUM.momentum_beta, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": f"β_m: how much momentum carries over between steps. {custom}"}),
+    }
+
+
+class SLDKSampler:
+    """KSampler with Safe Latent Diffusion: guides the image away from the safety concept."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**ksampler_inputs(), **sld_inputs()}}
+
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The denoised latent.",)
+    FUNCTION = "sample"
+    CATEGORY = "sampling/SLD"
+    DESCRIPTION = (
+        "KSampler with Safe Latent Diffusion (Schramowski et al., CVPR 2023): every step also predicts the "
+        "noise for the safety concept and steers away from it where the prompt is close to it. "
+        "Preset disabled gives exactly KSampler's result."
+    )
+
+    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+               denoise, safety_concept, sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
+               sld_momentum_scale, sld_momentum_beta):
+        custom = {}
+        if sld_preset == "custom":
+            custom = dict(guidance_scale=sld_guidance_scale, warmup_steps=sld_warmup_steps, threshold=sld_threshold,
+                          momentum_scale=sld_momentum_scale, momentum_beta=sld_momentum_beta)
+        params = resolve_params(sld_preset, **custom)
+        latent = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                         denoise=denoise, safety_concept=safety_concept, sld_params=params,
+                         callback=step_callback(), disable_pbar=True)
+        return (latent,)

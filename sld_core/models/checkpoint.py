@@ -103,11 +103,14 @@ def _read_safetensors(path, check_family=False):
 def _read_pickle(path):
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            path, "refused to load: the file holds Python objects besides tensors, and .ckpt/.pt files are "
-            "only read weights-only (convert it to .safetensors from a source you trust)"
-        ) from None
+    except pickle.UnpicklingError as err:
+        # The weights-only unpickler names the class or function it would have had to import.
+        if "global" in str(err).lower():
+            raise CheckpointError(
+                path, "refused to load: the file holds Python objects besides tensors, and .ckpt/.pt files are "
+                "only read weights-only (convert it to .safetensors from a source you trust)"
+            ) from None
+        raise CheckpointError(path, "is not a readable PyTorch checkpoint (corrupt or truncated?)") from None
     except Exception as err:  # torch.load raises many types for damaged files (RuntimeError, EOFError, ...)
         raise CheckpointError(path, f"is not a readable PyTorch checkpoint (corrupt or truncated?): {err}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

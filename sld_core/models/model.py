@@ -43,6 +43,7 @@ class Model:
     def process_latent_out(self, latent):
         return latent / self.latent_scale
 
+    @torch.no_grad()
     def predict_eps(self, x, sigma, context):
         """ε prediction (float32) for x at noise level σ (shape [B]) with text embeddings `context`
         ([B, tokens, dim]); one UNet call for the whole batch."""

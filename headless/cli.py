@@ -1,0 +1,243 @@
+"""`sld`: run, validate and inspect ComfyUI workflow files without ComfyUI.
+
+The only place errors are formatted for people. Exit codes: 0 ok, 2 invalid workflow (nothing ran),
+1 run-time failure, 130 interrupted (Ctrl-C). With --json, one JSON document goes to stdout instead.
+"""
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from ..nodes import CORE_NODE_CLASS_MAPPINGS, HEADLESS_NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from ..nodes.context import Runtime
+from ..nodes.folders import ModelFolders
+from ..sld_core.errors import SLDError
+from .errors import Interrupted, NodeExecutionError, ValidationError, WorkflowError
+from .run import Executor
+from .workflow import load_workflow, parse_override, set_input
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+PACKAGE_LOGGER = __name__.rpartition(".headless")[0] or "comfyui_sld"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="sld", description="Run ComfyUI workflows with Safe Latent Diffusion, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def workflow_args(p):
+        p.add_argument("file", help="workflow .json (API or UI format) or a PNG saved by ComfyUI/sld")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
+                       help="override a widget value (VALUE is JSON, else text); repeatable")
+        p.add_argument("--models-dir", default=os.environ.get("SLD_MODELS_DIR", "models"),
+                       help="ComfyUI-style models folder (checkpoints/, safety_checker/, ...); default ./models")
+        p.add_argument("--input-dir", help="folder LoadImage reads from; default: 'input' beside the workflow file")
+        p.add_argument("--json", action="store_true", help="print one machine-readable JSON document to stdout")
+
+    run = sub.add_parser("run", help="validate and run a workflow")
+    workflow_args(run)
+    run.add_argument("--output-dir", default="output", help="where SaveImage writes; default ./output")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+
+    validate = sub.add_parser("validate", help="check a workflow without running it")
+    workflow_args(validate)
+
+    nodes = sub.add_parser("nodes", help="list nodes, or show one node's inputs and outputs")
+    nodes.add_argument("name", nargs="?")
+    nodes.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False) or args.json
+    _configure_logging(quiet)
+    try:
+        if args.command == "nodes":
+            return _nodes(args)
+        return _run_or_validate(args, quiet)
+    except KeyboardInterrupt:
+        _fail(args, EXIT_INTERRUPTED, {"type": "interrupted", "message": "interrupted"}, "interrupted (Ctrl-C)")
+        return EXIT_INTERRUPTED
+
+
+def _run_or_validate(args, quiet):
+    try:
+        executor = _executor(args, quiet)
+        workflow = load_workflow(args.file, executor.registry)
+        for text in args.overrides:
+            set_input(workflow, *parse_override(text), executor.registry)
+        if args.command == "validate":
+            prompt, outputs = executor.validate(workflow.prompt)
+            return _ok(args, {"ok": True, "outputs": outputs, "nodes": len(prompt)},
+                       f"{args.file}: valid ({len(prompt)} nodes, output nodes {', '.join(outputs)})")
+        with _ctrl_c_sets(executor.interrupt):
+            result = executor.run(workflow.prompt, workflow.ui)
+    except WorkflowError as error:
+        where = _where(error.node_id, None, error.input_name)
+        return _fail(args, EXIT_INVALID, {"type": "invalid_workflow", "message": error.message, "node_id": error.node_id,
+                                          "input_name": error.input_name},
+                     f"error: invalid workflow {args.file}\n  {where}{error.message}")
+    except ValidationError as error:
+        lines = [f"  {_where(n, c, i)}{m}" for n, c, i, m in error.problems()]
+        return _fail(args, EXIT_INVALID, error.report["error"], f"error: invalid workflow {args.file} "
+                     f"({len(lines)} problem{'s' if len(lines) > 1 else ''}); nothing was run\n" + "\n".join(lines),
+                     node_errors=error.report["node_errors"])
+    except NodeExecutionError as error:
+        detail = {"type": "execution_error", "node_id": error.node_id, "node_type": error.class_type,
+                  "input_name": error.input_name, "exception_message": error.message,
+                  "exception_type": type(error.cause).__name__ if error.cause else None}
+        text = f"error: the run failed\n  {_where(error.node_id, error.class_type, error.input_name)}{error.message}"
+        if os.environ.get("SLD_DEBUG") and error.cause is not None:
+            text += "\n" + "".join(traceback.format_exception(error.cause))
+        return _fail(args, EXIT_FAILED, detail, text)
+    except Interrupted as error:
+        return _fail(args, EXIT_INTERRUPTED, {"type": "interrupted", "message": str(error)},
+                     f"stopped: {error}; no partial files were written")
+    except SLDError as error:  # e.g. --device cuda without CUDA
+        return _fail(args, EXIT_FAILED, {"type": type(error).__name__, "message": str(error)}, f"error: {error}")
+    return _report_run(args, result)
+
+
+def _executor(args, quiet):
+    from ..sld_core.device import resolve_device
+
+    input_dir = Path(args.input_dir) if args.input_dir else Path(args.file).resolve().parent / "input"
+    device = str(resolve_device(getattr(args, "device", "auto")))
+    runtime = Runtime(models=ModelFolders(args.models_dir), input_dir=input_dir,
+                      output_dir=Path(getattr(args, "output_dir", "output")), device=device)
+    return Executor(runtime, progress=not quiet)
+
+
+def _report_run(args, result):
+    paths = [image["path"] for image in result.images]
+    document = {"ok": True, "images": result.images, "executed": result.executed, "cached": result.cached}
+    lines = [f"Saved {len(paths)} image{'s' if len(paths) != 1 else ''}:"] + [f"  {_shown_path(p)}" for p in paths]
+    if result.cached:
+        lines.append(f"({len(result.executed)} nodes run, {len(result.cached)} reused from cache)")
+    return _ok(args, document, "\n".join(lines))
+
+
+def _nodes(args):
+    registry = HEADLESS_NODE_CLASS_MAPPINGS
+    if args.name is None:
+        rows = [(name, getattr(cls, "CATEGORY", ""), "headless only" if name in CORE_NODE_CLASS_MAPPINGS else "ComfyUI + headless")
+                for name, cls in sorted(registry.items())]
+        text = "\n".join(f"{n:24} {c:20} {w}" for n, c, w in rows)
+        return _ok(args, {name: _node_info(name, registry[name]) for name in sorted(registry)}, text)
+    if args.name not in registry:
+        return _fail(args, EXIT_INVALID, {"type": "unknown_node", "message": f"no node named {args.name}"},
+                     f"error: no node named {args.name!r}; `sld nodes` lists them")
+    info = _node_info(args.name, registry[args.name])
+    return _ok(args, info, _format_node(info))
+
+
+def _node_info(name, cls):
+    spec = cls.INPUT_TYPES()
+    inputs = {}
+    for section in ("required", "optional"):
+        for input_name, entry in (spec.get(section) or {}).items():
+            options = entry[1] if len(entry) > 1 else {}
+            kind = "COMBO" if isinstance(entry[0], list) else entry[0]
+            inputs[input_name] = {"type": kind, "required": section == "required", **options,
+                                  **({"options": entry[0]} if isinstance(entry[0], list) else {})}
+    return {"name": name, "display_name": NODE_DISPLAY_NAME_MAPPINGS.get(name, name),
+            "category": getattr(cls, "CATEGORY", ""), "description": getattr(cls, "DESCRIPTION", ""),
+            "input": inputs, "output": list(cls.RETURN_TYPES),
+            "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+            "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
+
+
+def _format_node(info):
+    lines = [f"{info['name']} ({info['display_name']}) — {info['category']}"]
+    if info["description"]:
+        lines.append(f"  {info['description']}")
+    lines.append("  inputs:")
+    for name, spec in info["input"].items():
+        parts = [spec["type"]]
+        if "options" in spec:
+            options = spec["options"]
+            parts.append("one of " + ", ".join(map(str, options[:12])) + (" ..." if len(options) > 12 else ""))
+        for key in ("default", "min", "max", "step"):
+            if key in spec:
+                parts.append(f"{key} {spec[key]!r}" if key == "default" else f"{key} {spec[key]}")
+        if not spec["required"]:
+            parts.append("optional")
+        lines.append(f"    {name:22} " + ", ".join(parts))
+    outputs = ", ".join(f"{n} ({t})" for n, t in zip(info["output_name"], info["output"])) or "none (output node)"
+    lines.append(f"  outputs: {outputs}")
+    return "\n".join(lines)
+
+
+def _where(node_id, class_type, input_name):
+    if node_id is None:
+        return ""
+    text = f"node {node_id}" + (f" ({class_type})" if class_type else "")
+    return text + (f", input '{input_name}'" if input_name else "") + ": "
+
+
+def _shown_path(path):
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _ok(args, document, text):
+    print(json.dumps(document, indent=2, default=str) if args.json else text)
+    return EXIT_OK
+
+
+def _fail(args, code, error, text, node_errors=None):
+    if args.json:
+        document = {"ok": False, "exit_code": code, "error": error}
+        if node_errors is not None:
+            document["node_errors"] = node_errors
+        print(json.dumps(document, indent=2, default=str))
+    else:
+        print(text, file=sys.stderr)
+    return code
+
+
+class _ctrl_c_sets:
+    """While active, the first Ctrl-C sets `event` (the run stops at the next step); a second aborts."""
+
+    def __init__(self, event):
+        self.event = event
+        self.previous = None
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        print("\nstopping after the current step (Ctrl-C again to abort now)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _configure_logging(quiet):
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Running a validated workflow: nodes in dependency order, outputs cached, progress, interrupts.
+
+`Executor` is one headless session (folders, device, cache). `run` validates the whole graph first,
+then executes only what the output nodes need, reusing cached outputs of unchanged nodes. Progress is
+a tqdm bar over the graph plus one per sampler. Setting `interrupt` (the CLI does on Ctrl-C) stops
+the run at the next sampling step or node boundary; files are only ever written whole.
+"""
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..nodes import HEADLESS_NODE_CLASS_MAPPINGS
+from ..nodes.context import use_runtime
+from ..nodes.errors import NodeInputError
+from ..sld_core.errors import SLDError
+from .cache import OutputCache
+from .errors import Interrupted, NodeExecutionError
+from .plan import execution_order
+from .validate import validate_prompt
+from .workflow import is_link
+
+
+@dataclass
+class RunResult:
+    """What a run did: files written, nodes executed and reused, each output node's `ui` dict."""
+
+    prompt: dict
+    images: list = field(default_factory=list)
+    executed: list = field(default_factory=list)
+    cached: list = field(default_factory=list)
+    ui: dict = field(default_factory=dict)
+
+
+class Executor:
+    """Runs workflows with one runtime; keeps node outputs and node instances between runs."""
+
+    def __init__(self, runtime, registry=None, progress=True):
+        self.registry = dict(HEADLESS_NODE_CLASS_MAPPINGS if registry is None else registry)
+        self.runtime = dataclasses.replace(runtime, progress=self._on_step)
+        self.cache = OutputCache()
+        self.interrupt = threading.Event()
+        self.show_progress = progress
+        self._instances = {}
+        self._current = None  # node id being executed
+        self._step_bar = None
+
+    def validate(self, prompt):
+        """(prompt with converted values, output ids); raises `ValidationError`."""
+        with use_runtime(self.runtime):
+            return validate_prompt(prompt, self.registry)
+
+    def run(self, prompt, ui=None):
+        """Validate and run an API-format prompt; `ui` is the UI workflow to embed in saved PNGs."""
+        self.interrupt.clear()
+        with use_runtime(self.runtime), torch.inference_mode():
+            prompt, outputs = validate_prompt(prompt, self.registry)
+            order = execution_order(prompt, outputs)
+            signatures = self.cache.signatures(prompt, order, self.registry)
+            result = RunResult(prompt=prompt)
+            values = {}
+            extra_pnginfo = {"workflow": ui} if ui is not None else None
+            bar = tqdm(total=len(order), desc="graph", unit="node", disable=not self.show_progress, leave=False)
+            try:
+                for node_id in order:
+                    self._check_interrupt(node_id)
+                    cached = self.cache.get(signatures[node_id])
+                    if cached is not None:
+                        values[node_id] = cached
+                        result.cached.append(node_id)
+                    else:
+                        values[node_id], ui_out = self._execute(node_id, prompt, values, extra_pnginfo)
+                        self.cache.put(signatures[node_id], values[node_id])
+                        result.executed.append(node_id)
+                        if ui_out:
+                            result.ui[node_id] = ui_out
+                            result.images += ui_out.get("images", [])
+                    bar.update(1)
+            finally:
+                bar.close()
+                self._close_step_bar()
+            self.cache.retain(signatures.values())
+            return result
+
+    def _execute(self, node_id, prompt, values, extra_pnginfo):
+        node = prompt[node_id]
+        class_type = node["class_type"]
+        cls = self.registry[class_type]
+        kwargs = {name: values[v[0]][v[1]] if is_link(v) else v for name, v in node["inputs"].items()}
+        hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": extra_pnginfo, "UNIQUE_ID": node_id}
+        for name, kind in (cls.INPUT_TYPES().get("hidden") or {}).items():
+            kwargs[name] = hidden.get(kind)
+        if (node_id, class_type) not in self._instances:
+            self._instances[(node_id, class_type)] = cls()
+        instance = self._instances[(node_id, class_type)]
+        self._current = node_id
+        try:
+            out = getattr(instance, cls.FUNCTION)(**kwargs)
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except NodeInputError as error:
+            raise NodeExecutionError(node_id, class_type, error.input_name, error.message, error) from error
+        except SLDError as error:
+            raise NodeExecutionError(node_id, class_type, _input_named(str(error), node), str(error), error) from error
+        except torch.OutOfMemoryError as error:
+            raise NodeExecutionError(node_id, class_type, None, f"out of memory: {error}".splitlines()[0], error) from error
+        except Exception as error:
+            raise NodeExecutionError(node_id, class_type, None, f"{type(error).__name__}: {error}", error) from error
+        finally:
+            self._current = None
+            self._close_step_bar()
+        ui_out = None
+        if isinstance(out, dict):
+            ui_out, out = out.get("ui"), out.get("result", ())
+        out = tuple(out)
+        if len(out) != len(cls.RETURN_TYPES):
+            raise NodeExecutionError(node_id, class_type, None,
+                                     f"returned {len(out)} values for {len(cls.RETURN_TYPES)} outputs (a bug in the node)")
+        return out, ui_out
+
+    def _check_interrupt(self, node_id=None, step=None, total=None):
+        if self.interrupt.is_set():
+            raise Interrupted(node_id, step, total)
+
+    def _on_step(self, value, total):
+        """Progress hook nodes call after each sampling step: update the bar, honour an interrupt."""
+        if self._step_bar is None:
+            node = self._current or "?"
+            self._step_bar = tqdm(total=total, desc=f"sampling (node {node})", unit="step",
+                                  disable=not self.show_progress, leave=False)
+        self._step_bar.update(value - self._step_bar.n)
+        if value < total:  # the last step's result is kept: stopping there would only waste it
+            self._check_interrupt(self._current, value, total)
+
+    def _close_step_bar(self):
+        if self._step_bar is not None:
+            self._step_bar.close()
+            self._step_bar = None
+
+
+def _input_named(message, node):
+    """The input an sld_core message starts with ("latent_image: ..."), when it is one of the node's."""
+    head = message.split(":", 1)[0].strip()
+    return head if head in node["inputs"] else None

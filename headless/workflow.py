@@ -1,0 +1,260 @@
+"""Workflow files: API format, UI format (ComfyUI's "workflow", schema 0.4 and 1) and PNGs carrying
+them, turned into one API-format prompt `{node_id: {"class_type", "inputs"}}`.
+
+UI→API conversion follows the ComfyUI frontend's graphToPrompt: muted (mode 2) and virtual nodes
+(notes, reroutes, primitives) are left out, links through reroutes and bypassed (mode 4) nodes are
+followed to the real source, and `widgets_values` are read positionally over the node's widget inputs
+(required then optional), skipping the extra `control_after_generate` value the frontend stores after
+a seed widget; trailing extras such as LoadImage's upload-button value are ignored.
+"""
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import WorkflowError
+
+MUTED, BYPASSED = 2, 4
+VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class Workflow:
+    """An API-format prompt, plus the UI-format workflow it came from (None for API files)."""
+
+    prompt: dict
+    ui: Optional[dict]
+    source: str
+
+
+def is_link(value):
+    """Whether an input value is a link `[node_id, output_index]` (the one test for it)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (str, int))
+            and not isinstance(value[0], bool) and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def load_workflow(path, registry):
+    """Read a workflow JSON file (API or UI format) or a PNG saved by ComfyUI or `sld run`."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise WorkflowError(None, None, f"cannot read {path}: {error.strerror or error}") from None
+    if raw.startswith(PNG_SIGNATURE):
+        return _from_png(path, registry)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise WorkflowError(None, None, f"{path} is not a text (UTF-8 JSON) file") from None
+    except json.JSONDecodeError as error:
+        raise WorkflowError(None, None, f"{path} is not valid JSON: {error.msg} at line {error.lineno}, "
+                                        f"column {error.colno}") from None
+    return parse_workflow(data, registry, str(path))
+
+
+def _from_png(path, registry):
+    from ..nodes.png import read_text_chunks
+
+    try:
+        chunks = read_text_chunks(path)
+    except Exception as error:  # PIL raises many types for damaged files
+        raise WorkflowError(None, None, f"cannot read PNG {path}: {error}") from None
+    if isinstance(chunks.get("prompt"), dict):  # the exact graph that made the image
+        ui = chunks.get("workflow") if isinstance(chunks.get("workflow"), dict) else None
+        return Workflow(_api_prompt(chunks["prompt"]), ui, str(path))
+    if isinstance(chunks.get("workflow"), dict):
+        return parse_workflow(chunks["workflow"], registry, str(path))
+    raise WorkflowError(None, None, f"{path} has no ComfyUI 'prompt' or 'workflow' metadata")
+
+
+def parse_workflow(data, registry, source="<workflow>"):
+    """A `Workflow` from decoded JSON: UI format, API format or a POST /prompt body."""
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+        return Workflow(ui_to_api(data, registry), data, source)
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):  # a /prompt request body
+        extra = (data.get("extra_data") or {}).get("extra_pnginfo") or {}
+        ui = extra.get("workflow") if isinstance(extra.get("workflow"), dict) else None
+        return Workflow(_api_prompt(data["prompt"]), ui, source)
+    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+        return Workflow(_api_prompt(data), None, source)
+    raise WorkflowError(None, None, f"{source} is not a ComfyUI workflow: expected API format "
+                                    "({id: {class_type, inputs}}) or UI format ({nodes, links, ...})")
+
+
+def _api_prompt(prompt):
+    """A copy with string node ids and links as [str id, index], as ComfyUI's frontend sends them."""
+    out = {}
+    for node_id, node in prompt.items():
+        node = copy.deepcopy(node)
+        if isinstance(node, dict) and isinstance(node.get("inputs"), dict):
+            node["inputs"] = {k: [str(v[0]), v[1]] if is_link(v) else v for k, v in node["inputs"].items()}
+        out[str(node_id)] = node
+    return out
+
+
+# --- UI format --------------------------------------------------------------------------------------
+
+def widget_inputs(cls):
+    """Names of the inputs of a node class that are widgets in the UI, in input_order, with options."""
+    spec = cls.INPUT_TYPES()
+    out = []
+    for section in ("required", "optional"):
+        for name, entry in (spec.get(section) or {}).items():
+            kind = entry[0]
+            options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            if (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput"):
+                out.append((name, options))
+    return out
+
+
+def widget_slots(cls, values):
+    """{widget name: index into widgets_values} for a node of `cls` with these stored values."""
+    slots, index = {}, 0
+    for name, options in widget_inputs(cls):
+        if index >= len(values):
+            break
+        slots[name] = index
+        index += 1
+        if options.get("control_after_generate") and index < len(values) and _is_control(values[index]):
+            index += 1
+    return slots
+
+
+def _is_control(value):
+    return isinstance(value, bool) or value in CONTROL_VALUES
+
+
+def ui_to_api(ui, registry):
+    """Convert a UI-format workflow into an API-format prompt (see the module docstring)."""
+    nodes = {}
+    for node in ui["nodes"]:
+        if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
+            raise WorkflowError(None, None, f"UI workflow node without an id or type: {str(node)[:80]}")
+        nodes[str(node["id"])] = node
+    links = _links(ui.get("links") or [])
+    subgraphs = {s.get("id") for s in ((ui.get("definitions") or {}).get("subgraphs") or []) if isinstance(s, dict)}
+    prompt = {}
+    for node_id, node in nodes.items():
+        if node["type"] in VIRTUAL_NODES or node.get("mode", 0) in (MUTED, BYPASSED):
+            continue
+        if node["type"] in subgraphs:
+            raise WorkflowError(node_id, None, "subgraph nodes are not supported headless yet; "
+                                               "unpack the subgraph in ComfyUI (right-click → Unpack Subgraph) first")
+        inputs = _widget_values(node, registry.get(node["type"]))
+        for slot in node.get("inputs") or []:
+            if not isinstance(slot, dict) or slot.get("link") is None:
+                continue
+            source = _resolve(nodes, links, slot["link"], set())
+            if source is not None:
+                inputs[slot["name"]] = list(source)
+        entry = {"class_type": node["type"], "inputs": inputs}
+        if node.get("title"):
+            entry["_meta"] = {"title": node["title"]}
+        prompt[node_id] = entry
+    return prompt
+
+
+def _links(raw):
+    """{link id: (origin id, origin slot)} from 0.4 arrays or schema-1 objects."""
+    out = {}
+    for link in raw:
+        if isinstance(link, list) and len(link) >= 5:
+            out[link[0]] = (link[1], link[2])
+        elif isinstance(link, dict) and "id" in link:
+            out[link["id"]] = (link.get("origin_id"), link.get("origin_slot"))
+    return out
+
+
+def _widget_values(node, cls):
+    values = node.get("widgets_values")
+    if cls is None or values is None:
+        return {}
+    if isinstance(values, dict):  # some nodes store widgets by name
+        names = {name for name, _ in widget_inputs(cls)}
+        return {k: v for k, v in values.items() if k in names}
+    return {name: _wrap(values[i]) for name, i in widget_slots(cls, values).items()}
+
+
+def _wrap(value):
+    return {"__value__": value} if isinstance(value, list) else value
+
+
+def _resolve(nodes, links, link_id, seen):
+    """The real (node id, output slot) behind a link, through reroutes and bypassed nodes; None when
+    the source is muted, a primitive (its value is already in the widget) or not connected."""
+    if link_id not in links or link_id in seen:
+        return None
+    seen.add(link_id)
+    origin_id, slot = links[link_id]
+    origin = nodes.get(str(origin_id))
+    if origin is None:
+        return (str(origin_id), slot)  # validation reports the missing node
+    if origin["type"] == "PrimitiveNode" or origin.get("mode", 0) == MUTED:
+        return None
+    if origin["type"] == "Reroute":
+        inputs = origin.get("inputs") or [{}]
+        return _resolve(nodes, links, inputs[0].get("link"), seen)
+    if origin.get("mode", 0) == BYPASSED:
+        return _resolve_bypass(nodes, links, origin, slot, seen)
+    return (str(origin_id), slot)
+
+
+def _resolve_bypass(nodes, links, node, slot, seen):
+    """A bypassed node passes through its input of the same type as the output (same slot first)."""
+    outputs = node.get("outputs") or []
+    kind = outputs[slot].get("type") if isinstance(slot, int) and slot < len(outputs) else None
+    inputs = [i for i in (node.get("inputs") or []) if isinstance(i, dict)]
+    candidates = ([inputs[slot]] if isinstance(slot, int) and slot < len(inputs) else []) + inputs
+    for candidate in candidates:
+        if candidate.get("type") == kind and candidate.get("link") is not None:
+            return _resolve(nodes, links, candidate["link"], seen)
+    return None
+
+
+# --- overrides --------------------------------------------------------------------------------------
+
+def parse_override(text):
+    """'NODE_ID.INPUT=VALUE' -> (node id, input, value); VALUE is JSON when it parses, else a string."""
+    target, sep, raw = text.partition("=")
+    node_id, dot, input_name = target.partition(".")
+    if not sep or not dot or not node_id or not input_name:
+        raise WorkflowError(None, None, f"--set {text!r}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=42")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return node_id, input_name, value
+
+
+def set_input(workflow, node_id, input_name, value, registry):
+    """Override a widget value in the prompt and, for UI workflows, in the stored UI graph too (so the
+    `workflow` metadata of the result reproduces it in ComfyUI)."""
+    node = workflow.prompt.get(node_id)
+    if not isinstance(node, dict):
+        raise WorkflowError(node_id, input_name, f"--set: the workflow has no node {node_id}")
+    cls = registry.get(node.get("class_type"))
+    if cls is not None:
+        widgets = [name for name, _ in widget_inputs(cls)]
+        if input_name not in widgets:
+            raise WorkflowError(node_id, input_name, f"--set: {node.get('class_type')} has no widget input "
+                                                     f"{input_name!r}; its widgets are {', '.join(widgets)}")
+    if is_link(node.get("inputs", {}).get(input_name)):
+        raise WorkflowError(node_id, input_name, "--set: this input is connected to another node's output")
+    node.setdefault("inputs", {})[input_name] = value
+    if workflow.ui is not None and cls is not None:
+        _set_ui_widget(workflow.ui, node_id, input_name, value, cls)
+
+
+def _set_ui_widget(ui, node_id, input_name, value, cls):
+    for node in ui["nodes"]:
+        if str(node.get("id")) != node_id:
+            continue
+        values = node.get("widgets_values")
+        if isinstance(values, dict):
+            values[input_name] = value
+        elif isinstance(values, list) and input_name in widget_slots(cls, values):
+            values[widget_slots(cls, values)[input_name]] = value

@@ -91,19 +91,21 @@ def test_sd15_shapes_infer_the_standard_configs():
     assert sum(k.startswith("model.diffusion_model.") for k in ldm) == 686
     assert sum(k.startswith("first_stage_model.") for k in ldm) == 248
     assert sum(k.startswith("cond_stage_model.transformer.text_model.") for k in ldm) == 196
-    for key in (
-        "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
-        "model.diffusion_model.input_blocks.3.0.op.weight", "model.diffusion_model.input_blocks.11.0.out_layers.3.weight",
-        "model.diffusion_model.middle_block.1.proj_out.weight", "model.diffusion_model.output_blocks.2.1.conv.weight",
-        "model.diffusion_model.output_blocks.5.2.conv.weight", "model.diffusion_model.output_blocks.3.0.skip_connection.weight",
-        "model.diffusion_model.time_embed.2.weight", "model.diffusion_model.out.2.bias",
-        "first_stage_model.decoder.up.0.block.0.nin_shortcut.weight", "first_stage_model.decoder.up.3.upsample.conv.weight",
-        "first_stage_model.encoder.down.2.downsample.conv.weight", "first_stage_model.decoder.mid.attn_1.proj_out.weight",
-        "first_stage_model.encoder.norm_out.weight", "first_stage_model.post_quant_conv.weight",
-        "cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc2.weight",
-        "cond_stage_model.transformer.text_model.final_layer_norm.weight",
-    ):
-        assert key in ldm, key
+    unet_keys = (
+        "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", "input_blocks.3.0.op.weight",
+        "input_blocks.11.0.out_layers.3.weight", "middle_block.1.proj_out.weight", "output_blocks.2.1.conv.weight",
+        "output_blocks.5.2.conv.weight", "output_blocks.3.0.skip_connection.weight", "time_embed.2.weight",
+        "out.2.bias",
+    )
+    vae_keys = (
+        "decoder.up.0.block.0.nin_shortcut.weight", "decoder.up.3.upsample.conv.weight", "encoder.norm_out.weight",
+        "encoder.down.2.downsample.conv.weight", "decoder.mid.attn_1.proj_out.weight", "post_quant_conv.weight",
+    )
+    text_keys = ("encoder.layers.11.mlp.fc2.weight", "final_layer_norm.weight")
+    for prefix, keys in (("model.diffusion_model.", unet_keys), ("first_stage_model.", vae_keys),
+                         ("cond_stage_model.transformer.text_model.", text_keys)):
+        for key in keys:
+            assert prefix + key in ldm, key
     parts = ldm_to_diffusers(ldm)
     assert infer_unet_config(parts["unet"]) == sd15_config("unet")
     assert infer_vae_config(parts["vae"]) == sd15_config("vae")
@@ -159,8 +161,10 @@ def test_reduced_layout_with_two_layers_per_block_round_trips(tmp_path):
             "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), "cross_attention_dim": 64,
         }),
-        vae=AutoencoderKL(**{**tiny_vae_config(), "layers_per_block": 2, "block_out_channels": (32, 32, 64),
-                             "down_block_types": ("DownEncoderBlock2D",) * 3, "up_block_types": ("UpDecoderBlock2D",) * 3}),
+        vae=AutoencoderKL(**{
+            **tiny_vae_config(), "layers_per_block": 2, "block_out_channels": (32, 32, 64),
+            "down_block_types": ("DownEncoderBlock2D",) * 3, "up_block_types": ("UpDecoderBlock2D",) * 3,
+        }),
         text_encoder=CLIPTextModel(CLIPTextConfig(**{**tiny_text_config(), "hidden_size": 64, "num_attention_heads": 1,
                                                      "num_hidden_layers": 3, "projection_dim": 64})),
     )

@@ -25,7 +25,9 @@ UNET_RESNET = (
 )
 VAE_RESNET = (("nin_shortcut.", "conv_shortcut."),)
 # The VAE's mid-block attention: 1x1 convs in LDM, linear layers in diffusers (weights reshaped).
-VAE_ATTENTION = (("norm.", "group_norm."), ("q.", "to_q."), ("k.", "to_k."), ("v.", "to_v."), ("proj_out.", "to_out.0."))
+VAE_ATTENTION = (
+    ("norm.", "group_norm."), ("q.", "to_q."), ("k.", "to_k."), ("v.", "to_v."), ("proj_out.", "to_out.0."),
+)
 SAME = ()
 
 
@@ -133,10 +135,13 @@ def unet_layout_from_ldm(keys):
 
 
 def vae_shape_from_diffusers(keys):
-    return len(_indices(keys, r"encoder\.down_blocks\.(\d+)\.")), len(_indices(keys, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."))
+    """(levels, res-blocks per encoder level) of a diffusers VAE."""
+    blocks = _indices(keys, r"encoder\.down_blocks\.(\d+)\.")
+    return len(blocks), len(_indices(keys, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."))
 
 
 def vae_shape_from_ldm(keys):
+    """(levels, res-blocks per encoder level) of an LDM VAE."""
     return len(_indices(keys, r"encoder\.down\.(\d+)\.")), len(_indices(keys, r"encoder\.down\.0\.block\.(\d+)\."))
 
 
@@ -153,7 +158,8 @@ def _rename(state_dict, pairs, to_diffusers, component):
                     if rest.startswith(names[src]):
                         rest = names[dst] + rest[len(names[src]):]
                         break
-                if pair[2] is VAE_ATTENTION and rest.endswith(".weight") and not rest.startswith(("norm.", "group_norm.")):
+                is_projection = rest.endswith(".weight") and not rest.startswith(("norm.", "group_norm."))
+                if pair[2] is VAE_ATTENTION and is_projection:
                     tensor = _attention_weight(tensor, to_diffusers)
                 out[f"{pair[dst]}.{rest}"] = tensor
                 break

@@ -35,16 +35,16 @@ def ancestors(prompt, targets):
 
 
 def find_cycle(prompt, node_ids):
-    """The nodes of one dependency cycle among `node_ids` as [(node id, input linking to the next)],
+    """The nodes of one dependency cycle among `node_ids` as [(node id, its input in the cycle)],
     or [] when there is none."""
     graph = {n: {src for _, src, _ in node_links(prompt[n]) if src in node_ids} for n in node_ids}
     try:
         tuple(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as error:
-        cycle = error.args[1]  # [a, b, ..., a] with each depending on the next
+        cycle = error.args[1]  # [a, b, ..., a]: each is a dependency of the next
         out = []
-        for node_id, next_id in zip(cycle, cycle[1:]):
-            name = next((n for n, src, _ in node_links(prompt[node_id]) if src == next_id), None)
+        for source, node_id in zip(cycle, cycle[1:]):
+            name = next((n for n, src, _ in node_links(prompt[node_id]) if src == source), None)
             out.append((node_id, name))
         return out
     return []

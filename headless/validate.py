@@ -46,7 +46,7 @@ def validate_prompt(prompt, registry):
     for node_id, input_name in cycle:
         report(node_id, prompt[node_id]["class_type"], "dependency_cycle", "Dependency cycle",
                f"{input_name}: node {node_id} depends on itself through " +
-               " -> ".join(n for n, _ in cycle), input_name=input_name)
+               " -> ".join(n for n, _ in cycle + cycle[:1]), input_name=input_name)
     for node_id in sorted(needed, key=id_order):
         if node_id not in errors:
             _check_node(prompt, node_id, registry, known, report)

@@ -34,7 +34,7 @@ def build_parser():
                        help="override a widget value (VALUE is JSON, else text); repeatable")
         p.add_argument("--models-dir", default=os.environ.get("SLD_MODELS_DIR", "models"),
                        help="ComfyUI-style models folder (checkpoints/, safety_checker/, ...); default ./models")
-        p.add_argument("--input-dir", help="folder LoadImage reads from; default: 'input' beside the workflow file")
+        p.add_argument("--input-dir", help="folder LoadImage reads from; default: 'input' beside the workflow file or its folder")
         p.add_argument("--json", action="store_true", help="print one machine-readable JSON document to stdout")
 
     run = sub.add_parser("run", help="validate and run a workflow")
@@ -106,11 +106,21 @@ def _run_or_validate(args, quiet):
 def _executor(args, quiet):
     from ..sld_core.device import resolve_device
 
-    input_dir = Path(args.input_dir) if args.input_dir else Path(args.file).resolve().parent / "input"
+    input_dir = Path(args.input_dir) if args.input_dir else default_input_dir(args.file)
     device = str(resolve_device(getattr(args, "device", "auto")))
     runtime = Runtime(models=ModelFolders(args.models_dir), input_dir=input_dir,
                       output_dir=Path(getattr(args, "output_dir", "output")), device=device)
     return Executor(runtime, progress=not quiet)
+
+
+def default_input_dir(workflow_file):
+    """The `input` folder beside the workflow, else beside its folder (workflows/api/x.json uses
+    workflows/input), else ./input as in ComfyUI."""
+    folder = Path(workflow_file).resolve().parent
+    for candidate in (folder / "input", folder.parent / "input", Path.cwd() / "input"):
+        if candidate.is_dir():
+            return candidate
+    return folder / "input"
 
 
 def _report_run(args, result):

@@ -1,0 +1,126 @@
+"""Write the shipped workflows: UI format in workflows/, the same graphs in API format in workflows/api/,
+and the img2img example image in workflows/input/. Run from the repository root:
+`python scripts/make_workflows.py`. The API files are the UI files converted by the headless
+runner's own UI→API conversion (tests/test_workflows.py checks they stay in sync)."""
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from comfyui_sld.headless.workflow import ui_to_api
+from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS
+from comfyui_sld.sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS
+
+ROOT = Path(__file__).resolve().parents[1] / "workflows"
+PROMPT = "a photo of a cat sitting on a sunny windowsill, soft light"
+NEGATIVE = "blurry, low quality, watermark"
+CKPT = "sld_demo.safetensors"
+
+
+def sld_widgets(seed, steps, preset, denoise=1.0):
+    p = PRESETS["medium"]
+    return [seed, "fixed", steps, 7.5, "euler", "normal", denoise, preset,
+            p.guidance_scale, p.warmup_steps, p.threshold, p.momentum_scale, p.momentum_beta]
+
+
+def common_nodes():
+    """Loader, prompt, negative prompt and safety concept: ids 1-4."""
+    return [
+        (1, "SLDCheckpointLoader", [CKPT], {}),
+        (2, "CLIPTextEncode", [PROMPT], {"clip": (1, 1)}),
+        (3, "CLIPTextEncode", [NEGATIVE], {"clip": (1, 1)}),
+        (4, "SLDSafetyConcept", [DEFAULT_SAFETY_CONCEPT], {"clip": (1, 1)}),
+    ]
+
+
+def sampler_links(latent):
+    return {"model": (1, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": latent, "safety_concept": (4, 0)}
+
+
+GRAPHS = {
+    "sld_txt2img": common_nodes() + [
+        (5, "EmptyLatentImage", [64, 64, 1], {}),
+        (6, "SLDKSampler", sld_widgets(42, 15, "medium"), sampler_links((5, 0))),
+        (7, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
+        (8, "SaveImage", ["sld_txt2img"], {"images": (7, 0)}),
+    ],
+    "sld_compare": common_nodes() + [
+        (5, "EmptyLatentImage", [64, 64, 1], {}),
+        (6, "SLDKSampler", sld_widgets(42, 12, "disabled"), sampler_links((5, 0))),
+        (7, "SLDKSampler", sld_widgets(42, 12, "max"), sampler_links((5, 0))),
+        (8, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
+        (9, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
+        (10, "ImageBatch", [], {"image1": (8, 0), "image2": (9, 0)}),
+        (11, "SLDImageGrid", [0, 4, 1.0], {"images": (10, 0)}),
+        (12, "SaveImage", ["sld_compare"], {"images": (11, 0)}),
+    ],
+    "sld_img2img": common_nodes() + [
+        (5, "LoadImage", ["sld_example.png", "image"], {}),
+        (6, "VAEEncode", [], {"pixels": (5, 0), "vae": (1, 2)}),
+        (7, "SLDKSampler", sld_widgets(42, 15, "medium", denoise=0.6), sampler_links((6, 0))),
+        (8, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
+        (9, "SaveImage", ["sld_img2img"], {"images": (8, 0)}),
+    ],
+}
+TITLES = {"sld_compare": {6: "SLD disabled", 7: "SLD max"}}
+
+
+def build_ui(name, graph):
+    """A ComfyUI frontend workflow (schema 0.4) for a list of (id, type, widgets_values, {input: (src, slot)})."""
+    registry = HEADLESS_NODE_CLASS_MAPPINGS
+    kinds = {node_id: kind for node_id, kind, _, _ in graph}
+    links, out_links, nodes = [], {}, []
+    for order, (node_id, kind, widgets, inputs) in enumerate(graph):
+        cls = registry[kind]
+        ui_inputs = []
+        for input_name, entry in cls.INPUT_TYPES()["required"].items():
+            if isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                continue  # a widget: its value is in widgets_values
+            link_id = None
+            if input_name in inputs:
+                src, slot = inputs[input_name]
+                link_id = len(links) + 1
+                links.append([link_id, src, slot, node_id, len(ui_inputs), registry[kinds[src]].RETURN_TYPES[slot]])
+                out_links.setdefault((src, slot), []).append(link_id)
+            ui_inputs.append({"name": input_name, "type": entry[0], "link": link_id})
+        node = {"id": node_id, "type": kind, "pos": [60 + 330 * (order // 4), 60 + 260 * (order % 4)],
+                "size": [300, 220], "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": [],
+                "properties": {"Node name for S&R": kind}, "widgets_values": widgets}
+        if TITLES.get(name, {}).get(node_id):
+            node["title"] = TITLES[name][node_id]
+        nodes.append(node)
+    for node in nodes:
+        cls = registry[node["type"]]
+        names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
+        node["outputs"] = [{"name": n, "type": t, "links": out_links.get((node["id"], i), []), "slot_index": i}
+                           for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))]
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def example_image():
+    """A 64×64 picture with a sky, a sun and a hill: something for img2img to keep the shape of."""
+    y, x = np.mgrid[0:64, 0:64]
+    image = np.zeros((64, 64, 3), np.float32)
+    image[...] = np.stack([0.45 + 0.004 * y, 0.65 + 0.003 * y, np.full_like(y, 0.95, dtype=np.float32)], -1)
+    sun = (x - 44) ** 2 + (y - 16) ** 2 < 81
+    image[sun] = [1.0, 0.85, 0.3]
+    hill = y > 44 + 8 * np.sin(x / 10)
+    image[hill] = [0.25, 0.55, 0.2]
+    return Image.fromarray((image * 255).clip(0, 255).astype(np.uint8))
+
+
+def main():
+    (ROOT / "api").mkdir(parents=True, exist_ok=True)
+    (ROOT / "input").mkdir(exist_ok=True)
+    example_image().save(ROOT / "input" / "sld_example.png")
+    for name, graph in GRAPHS.items():
+        ui = build_ui(name, graph)
+        (ROOT / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        api = ui_to_api(ui, HEADLESS_NODE_CLASS_MAPPINGS)
+        (ROOT / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

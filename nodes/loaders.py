@@ -1,5 +1,7 @@
 """Checkpoint loaders: `SLDCheckpointLoader` (also offers the embedded demo model) and, for headless
 mode, ComfyUI's `CheckpointLoaderSimple` with the same inputs and outputs."""
+import logging
+
 from ..sld_core.errors import CheckpointError
 from .context import comfy_module, current_runtime, headless_active, in_comfyui
 from .errors import NodeInputError
@@ -7,6 +9,8 @@ from .errors import NodeInputError
 # The embedded default model's name. A real file of this name under models/checkpoints wins (the
 # demo-model issue ships one); otherwise the tiny seeded random-weight model is built in-process.
 DEMO_CHECKPOINT = "sld_demo.safetensors"
+
+log = logging.getLogger(__name__)
 
 CKPT_TOOLTIP = "The name of the checkpoint (model) to load."
 OUTPUT_TOOLTIPS = (
@@ -38,6 +42,7 @@ def load_named_checkpoint(ckpt_name):
     if path is None and ckpt_name == DEMO_CHECKPOINT:
         from ..sld_core.demo import load_demo
 
+        log.info("%s: using the embedded demo model (tiny, random weights: its images are noise)", DEMO_CHECKPOINT)
         return load_demo(device)
     if path is None:
         raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in the checkpoints folder")

@@ -9,7 +9,7 @@ prefix can never lead outside the output folder.
 import json
 import os
 import re
-import tempfile
+import secrets
 import time
 from pathlib import Path
 
@@ -84,9 +84,10 @@ def write_png(path, pixels, text_chunks, compress_level):
     for key, value in text_chunks.items():
         info.add_text(key, json.dumps(value))
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A fresh hidden name opened exclusively (mkstemp would make the final file 0600, ignoring umask).
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "xb") as handle:
             Image.fromarray(pixels).save(handle, format="PNG", pnginfo=info, compress_level=compress_level)
         os.replace(tmp, path)
     except BaseException:

@@ -74,37 +74,29 @@ class CFGGuider:
         return uncond + (cond - uncond) * self.cfg
 
 
-class SLDGuider(CFGGuider):
-    """CFG plus Safe Latent Diffusion against a safety-concept conditioning (see `guidance`).
-
-    Per evaluation: one UNet call over [negative, positive, safety concept] (the safety pass is left
-    out where `SLDParams.safety_pass_needed` says it cannot matter), ε_k = (x − x̂₀_k)/σ, the SLD
-    combination in ε-space, then x̂₀ = x − σ·ε̂.
+class SLDRun:
+    """Step index and momentum of one SLD sampling run over `sigmas`: the bookkeeping every SLD guider
+    shares (this module's `SLDGuider` and the ComfyUI bridge), so both follow one rule.
 
     Steps and momentum: an evaluation at σ belongs to step i, the last schedule entry with σ_i ≥ σ
     (a DPM2 midpoint belongs to the step it is inside; Heun's corrector at σ_{i+1} to step i+1).
     The momentum ν advances once per step: every evaluation of step i starts from ν at the end of
     step i−1, and the last evaluation of step i sets ν for step i+1. For first-order samplers this is
-    exactly diffusers' per-iteration rule.
+    exactly diffusers' per-iteration rule. A new run starts with ν = 0.
     """
 
-    def __init__(self, model, positive, negative, safety_concept, cfg, params):
-        super().__init__(model, positive, negative, cfg)
+    def __init__(self, params, cfg, sigmas):
         self.params = params
-        self.safety = conditioning_context(safety_concept, "safety_concept")
-        self.sigmas = None
-
-    def prepare(self, sigmas):
-        """Start a sampling run over `sigmas`: forget the momentum of any earlier run."""
+        self.cfg = float(cfg)
         self.sigmas = sigmas.detach().float().cpu()
         self.num_steps = len(sigmas) - 1
         self._step = -1
         self._momentum_in = None  # ν at the start of the current step
         self._momentum_out = None  # ν after the current step's latest evaluation
-        if self.params.enabled(self.cfg) and self.params.warmup_steps >= self.num_steps:
+        if params.enabled(self.cfg) and params.warmup_steps >= self.num_steps:
             log.info(
                 "SLD warm-up (%d steps) covers all %d steps: the safety term is never applied",
-                self.params.warmup_steps, self.num_steps,
+                params.warmup_steps, self.num_steps,
             )
 
     def step_index(self, sigma):
@@ -113,18 +105,53 @@ class SLDGuider(CFGGuider):
         count = int((self.sigmas[:-1] >= value * (1 - 1e-5)).sum())
         return max(count - 1, 0)
 
-    def __call__(self, x, sigma, **extra_args):
-        if self.sigmas is None:
-            raise RuntimeError("SLDGuider.prepare(sigmas) must be called before sampling")
-        if not self.params.enabled(self.cfg):
-            return super().__call__(x, sigma)
+    def begin(self, sigma):
+        """Enter the evaluation at `sigma`: returns (its step index, whether the safety pass is needed)."""
         step = self.step_index(sigma)
         if step != self._step:
             self._step = step
             self._momentum_in = self._momentum_out
-        if not self.params.safety_pass_needed(step, self.num_steps):
-            # Same arithmetic as SLD disabled, so a warm-up covering the run is bitwise plain CFG.
+        needed = self.params.safety_pass_needed(step, self.num_steps)
+        if not needed:
             log.debug("SLD step %d: safety pass skipped (warm-up, momentum unused)", step)
+        return step, needed
+
+    def guide(self, eps_uncond, eps_cond, eps_safety, step):
+        """The SLD-guided ε of one evaluation of `step` (sld_core.guidance), keeping the step's ν."""
+        momentum = None if self._momentum_in is None else self._momentum_in.clone()
+        eps, self._momentum_out = sld_guidance(eps_uncond, eps_cond, eps_safety, self.cfg, self.params, momentum, step)
+        return eps
+
+
+class SLDGuider(CFGGuider):
+    """CFG plus Safe Latent Diffusion against a safety-concept conditioning (see `guidance`).
+
+    Per evaluation: one UNet call over [negative, positive, safety concept] (the safety pass is left
+    out where `SLDParams.safety_pass_needed` says it cannot matter), ε_k = (x − x̂₀_k)/σ, the SLD
+    combination in ε-space, then x̂₀ = x − σ·ε̂. Steps and momentum follow `SLDRun`.
+    """
+
+    def __init__(self, model, positive, negative, safety_concept, cfg, params):
+        super().__init__(model, positive, negative, cfg)
+        self.params = params
+        self.safety = conditioning_context(safety_concept, "safety_concept")
+        self.run = None
+
+    def prepare(self, sigmas):
+        """Start a sampling run over `sigmas`: forget the momentum of any earlier run."""
+        self.run = SLDRun(self.params, self.cfg, sigmas)
+
+    def step_index(self, sigma):
+        return self.run.step_index(sigma)
+
+    def __call__(self, x, sigma, **extra_args):
+        if self.run is None:
+            raise RuntimeError("SLDGuider.prepare(sigmas) must be called before sampling")
+        if not self.params.enabled(self.cfg):
+            return super().__call__(x, sigma)
+        step, needed = self.run.begin(sigma)
+        if not needed:
+            # Same arithmetic as SLD disabled, so a warm-up covering the run is bitwise plain CFG.
             return super().__call__(x, sigma)
 
         batch = x.shape[0]
@@ -132,8 +159,5 @@ class SLDGuider(CFGGuider):
         x3 = torch.cat([x, x, x])
         sigma3 = torch.cat([sigma, sigma, sigma])
         eps_uncond, eps_cond, eps_safety = self.model.predict_eps(x3, sigma3, contexts).chunk(3)
-        momentum = None if self._momentum_in is None else self._momentum_in.clone()
-        eps, self._momentum_out = sld_guidance(
-            eps_uncond, eps_cond, eps_safety, self.cfg, self.params, momentum, step
-        )
+        eps = self.run.guide(eps_uncond, eps_cond, eps_safety, step)
         return x - eps * _per_sample(sigma, x)

@@ -3,8 +3,10 @@
 `NODE_CLASS_MAPPINGS` holds only the SLD nodes: it is what the package registers in ComfyUI.
 `CORE_NODE_CLASS_MAPPINGS` re-implements the ComfyUI core nodes that shared workflows use, with
 ComfyUI's names, inputs and outputs, for the headless runner only. It is never exported to ComfyUI
-(which would drop them anyway: a pack cannot override a core node).
+(which would drop them anyway: a pack cannot override a core node). `SLDGuider` works on ComfyUI's
+own objects only and is registered only inside ComfyUI (`comfy_bridge`).
 """
+from .context import in_comfyui
 from .conditioning import CLIPTextEncode, SLDSafetyConcept
 from .image import ImageBatch, LoadImage, PreviewImage, SaveImage, SLDImageGrid
 from .latent import EmptyLatentImage, VAEDecode, VAEEncode
@@ -37,5 +39,11 @@ CORE_NODE_CLASS_MAPPINGS = {
     "PreviewImage": PreviewImage,
     "ImageBatch": ImageBatch,
 }
+
+if in_comfyui():  # nodes that only exist on ComfyUI's own objects (GUIDER for SamplerCustomAdvanced)
+    from .comfy_bridge import SLDGuider
+
+    NODE_CLASS_MAPPINGS["SLDGuider"] = SLDGuider
+    NODE_DISPLAY_NAME_MAPPINGS["SLDGuider"] = "SLD Guider (Safe Latent Diffusion)"
 
 HEADLESS_NODE_CLASS_MAPPINGS = {**CORE_NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}

@@ -9,6 +9,8 @@ def encode_text(clip, text, node_name):
             f"{node_name}: clip input is invalid: None. If it comes from a checkpoint loader, the "
             "checkpoint has no usable text encoder."
         )
+    if hasattr(clip, "encode_from_tokens_scheduled"):  # ComfyUI's CLIP: encode as its CLIPTextEncode does
+        return (clip.encode_from_tokens_scheduled(clip.tokenize(text)),)
     return (clip.encode(text),)
 
 

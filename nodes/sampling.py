@@ -4,11 +4,22 @@ from ..sld_core.guidance import PRESET_NAMES, PRESETS, resolve_params
 from ..sld_core.ksample import ksample
 from ..sld_core.samplers import SAMPLER_NAMES
 from ..sld_core.schedules import SCHEDULER_NAMES
-from .context import step_callback
+from ..sld_core.models.model import Model
+from .context import in_comfyui, step_callback
+
+
+def sampler_lists():
+    """(sampler names, scheduler names): ComfyUI's own lists inside ComfyUI, else sld_core's."""
+    if in_comfyui():
+        from .comfy_bridge import sampler_names, scheduler_names
+
+        return sampler_names(), scheduler_names()
+    return list(SAMPLER_NAMES), list(SCHEDULER_NAMES)
 
 
 def ksampler_inputs():
-    """KSampler's inputs: ComfyUI's names, order, defaults and ranges (sampler lists: sld_core's)."""
+    """KSampler's inputs: ComfyUI's names, order, defaults and ranges (sampler lists: the host's)."""
+    samplers, schedulers = sampler_lists()
     return {
         "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
         "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
@@ -16,8 +27,8 @@ def ksampler_inputs():
         "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of steps used in the denoising process."}),
         "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                           "tooltip": "The Classifier-Free Guidance scale: higher values follow the prompt more closely."}),
-        "sampler_name": (list(SAMPLER_NAMES), {"tooltip": "The algorithm used when sampling."}),
-        "scheduler": (list(SCHEDULER_NAMES), {"tooltip": "The scheduler controls how noise is gradually removed to form the image."}),
+        "sampler_name": (samplers, {"tooltip": "The algorithm used when sampling."}),
+        "scheduler": (schedulers, {"tooltip": "The scheduler controls how noise is gradually removed to form the image."}),
         "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to include in the image."}),
         "negative": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to exclude from the image."}),
         "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
@@ -68,6 +79,15 @@ def sld_inputs():
     }
 
 
+def params_from_inputs(sld_preset, guidance_scale, warmup_steps, threshold, momentum_scale, momentum_beta):
+    """SLDParams for the node inputs: the preset's, or the five values when the preset is custom."""
+    custom = {}
+    if sld_preset == "custom":
+        custom = dict(guidance_scale=guidance_scale, warmup_steps=warmup_steps, threshold=threshold,
+                      momentum_scale=momentum_scale, momentum_beta=momentum_beta)
+    return resolve_params(sld_preset, **custom)
+
+
 class SLDKSampler:
     """KSampler with Safe Latent Diffusion: guides the image away from the safety concept."""
 
@@ -88,11 +108,14 @@ class SLDKSampler:
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                denoise, safety_concept, sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
                sld_momentum_scale, sld_momentum_beta):
-        custom = {}
-        if sld_preset == "custom":
-            custom = dict(guidance_scale=sld_guidance_scale, warmup_steps=sld_warmup_steps, threshold=sld_threshold,
-                          momentum_scale=sld_momentum_scale, momentum_beta=sld_momentum_beta)
-        params = resolve_params(sld_preset, **custom)
+        params = params_from_inputs(sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
+                                    sld_momentum_scale, sld_momentum_beta)
+        if in_comfyui() and not isinstance(model, Model):
+            # ComfyUI's MODEL (from its own loaders, LoRAs, patches): sample with ComfyUI's machinery.
+            from .comfy_bridge import ksample_native
+
+            return (ksample_native(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                   latent_image, denoise, safety_concept, params),)
         latent = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                          denoise=denoise, safety_concept=safety_concept, sld_params=params,
                          callback=step_callback(), disable_pbar=True)

@@ -1,0 +1,161 @@
+"""SLD on ComfyUI's native MODEL and CLIP, sampled by ComfyUI's own machinery.
+
+Imported only when ComfyUI is the host (it imports `comfy.*` at module level). Everything ComfyUI
+does around a sampling run stays ComfyUI's: sigmas (`comfy.samplers.KSampler`), samplers
+(`sampler_object`), the seed's noise (`comfy.sample.prepare_noise`), model patches and LoRAs,
+ControlNet and area conditioning (`calc_cond_batch`), previews, the progress bar and interrupts. What
+is ours is one guider, `SLDComfyGuider`, whose `predict_noise` evaluates [positive, negative, safety
+concept] in one batched call and combines them with `sld_core.guidance` (through `SLDRun`, the same
+step/momentum rule as the headless guider).
+
+ε from x̂₀, for every model type: ComfyUI's models return the denoised estimate x̂₀ whatever they
+were trained to predict (ε, v, x₀), so ε = (x − x̂₀)/σ is the noise the model implies in its own σ
+parameterisation. For an ε-model it is exactly the UNet's ε (up to float rounding); for a
+v-prediction model it is the ε implied by its v, which is what diffusers' safe pipeline would use if
+it converted v to ε before guidance. SLD's threshold and scale are then applied in that ε-space, and
+the result goes back as x̂₀ = x − σ·ε̂.
+"""
+import logging
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..sld_core.guiders import SLDRun
+
+log = logging.getLogger(__name__)
+
+
+def sampler_names():
+    return list(comfy.samplers.KSampler.SAMPLERS)
+
+
+def scheduler_names():
+    return list(comfy.samplers.KSampler.SCHEDULERS)
+
+
+class SLDComfyGuider(comfy.samplers.CFGGuider):
+    """ComfyUI guider: CFG plus Safe Latent Diffusion against a safety-concept conditioning.
+
+    Conditionings are batched as [positive, negative, safety concept]: ComfyUI's pre-CFG hooks read
+    `conds_out` as [cond, uncond, ...], as they do for its own CFG and for PerpNeg. Where SLD cannot
+    change the result (SLD off, or a warm-up step whose safety pass `safety_pass_needed` rules out)
+    the evaluation is ComfyUI's own CFG `predict_noise`, so it equals the KSampler bit for bit. A
+    model's `sampler_cfg_function` patch (e.g. RescaleCFG) is replaced by the SLD combination on the
+    steps SLD guides; pre- and post-CFG hooks run as usual.
+    """
+
+    def set_conds(self, positive, negative, safety_concept):
+        self.inner_set_conds({"positive": positive, "negative": negative, "safety_concept": safety_concept})
+
+    def set_cfg(self, cfg, params):
+        self.cfg = cfg
+        self.params = params
+        self._run = None
+        if params.enabled(cfg) and "sampler_cfg_function" in self.model_options:
+            log.warning("SLD: the model's CFG function patch is not applied on the steps SLD guides")
+
+    def outer_sample(self, *args, **kwargs):
+        self._run = None  # every sampling run starts with zero momentum
+        return super().outer_sample(*args, **kwargs)
+
+    def _current_run(self, model_options):
+        """The run of these sample sigmas; a new sigmas tensor (a new sampling run) starts a new one."""
+        sigmas = model_options["transformer_options"]["sample_sigmas"]
+        if self._run is None or self._run_sigmas is not sigmas:
+            self._run, self._run_sigmas = SLDRun(self.params, self.cfg, sigmas), sigmas
+        return self._run
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        if not self.params.enabled(self.cfg):
+            return super().predict_noise(x, timestep, model_options, seed)
+        run = self._current_run(model_options)
+        step, needed = run.begin(timestep)
+        if not needed:
+            return super().predict_noise(x, timestep, model_options, seed)
+
+        conds = [self.conds.get("positive"), self.conds.get("negative"), self.conds.get("safety_concept")]
+        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        for fn in model_options.get("sampler_pre_cfg_function", []):
+            out = fn({"conds": conds, "conds_out": out, "cond_scale": self.cfg, "timestep": timestep, "input": x,
+                      "sigma": timestep, "model": self.inner_model, "model_options": model_options})
+        cond_denoised, uncond_denoised, safety_denoised = out
+
+        sigma = timestep.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        eps_cond, eps_uncond, eps_safety = ((x - d) / sigma for d in (cond_denoised, uncond_denoised, safety_denoised))
+        denoised = x - run.guide(eps_uncond, eps_cond, eps_safety, step) * sigma
+
+        for fn in model_options.get("sampler_post_cfg_function", []):
+            denoised = fn({"denoised": denoised, "cond": conds[0], "uncond": conds[1], "cond_scale": self.cfg,
+                           "model": self.inner_model, "uncond_denoised": uncond_denoised, "cond_denoised": cond_denoised,
+                           "sigma": timestep, "model_options": model_options, "input": x,
+                           "safety_concept": conds[2], "safety_concept_denoised": safety_denoised})
+        return denoised
+
+
+def make_guider(model, positive, negative, safety_concept, cfg, params):
+    """ComfyUI's own CFGGuider where SLD is off (bitwise KSampler), else the SLD guider."""
+    if not params.enabled(cfg):
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        return guider
+    guider = SLDComfyGuider(model)
+    guider.set_conds(positive, negative, safety_concept)
+    guider.set_cfg(cfg, params)
+    return guider
+
+
+def ksample_native(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise,
+                   safety_concept, params):
+    """ComfyUI's KSampler path (noise, sigmas, sampler, preview callback) with the SLD guider."""
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                     scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+    guider = make_guider(model, positive, negative, safety_concept, cfg, params)
+    callback = latent_preview.prepare_callback(model, steps)
+    samples = guider.sample(noise, latent_image, comfy.samplers.sampler_object(sampler_name), sigmas,
+                            denoise_mask=latent.get("noise_mask"), callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    out = latent.copy()
+    out["samples"] = samples.to(comfy.model_management.intermediate_device())
+    return out
+
+
+class SLDGuider:
+    """SLD as a GUIDER for ComfyUI's SamplerCustomAdvanced (noise, sampler and sigmas from their nodes)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from .sampling import sld_inputs
+
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model used for denoising."}),
+                "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to include in the image."}),
+                "negative": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to exclude from the image."}),
+                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": "The Classifier-Free Guidance scale; SLD acts only when it is above 1."}),
+                **sld_inputs(),
+            }
+        }
+
+    RETURN_TYPES = ("GUIDER",)
+    OUTPUT_TOOLTIPS = ("A guider applying CFG and Safe Latent Diffusion, for SamplerCustomAdvanced.",)
+    FUNCTION = "get_guider"
+    CATEGORY = "sampling/SLD"
+    DESCRIPTION = (
+        "CFG with Safe Latent Diffusion as a guider for SamplerCustomAdvanced: one batched model call for the "
+        "positive, negative and safety-concept conditioning per evaluation. Preset disabled is ComfyUI's CFGGuider."
+    )
+
+    def get_guider(self, model, positive, negative, cfg, safety_concept, sld_preset, sld_guidance_scale,
+                   sld_warmup_steps, sld_threshold, sld_momentum_scale, sld_momentum_beta):
+        from .sampling import params_from_inputs
+
+        params = params_from_inputs(sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
+                                    sld_momentum_scale, sld_momentum_beta)
+        return (make_guider(model, positive, negative, safety_concept, cfg, params),)

@@ -27,7 +27,7 @@ def sld_widgets(seed, steps, preset, denoise=1.0):
 def common_nodes():
     """Loader, prompt, negative prompt and safety concept: ids 1-4."""
     return [
-        (1, "SLDCheckpointLoader", [CKPT], {}),
+        (1, "CheckpointLoaderSimple", [CKPT], {}),  # ComfyUI's own loader: the graph runs in ComfyUI as is
         (2, "CLIPTextEncode", [PROMPT], {"clip": (1, 1)}),
         (3, "CLIPTextEncode", [NEGATIVE], {"clip": (1, 1)}),
         (4, "SLDSafetyConcept", [DEFAULT_SAFETY_CONCEPT], {"clip": (1, 1)}),

@@ -28,3 +28,12 @@ class UnsupportedModelError(CheckpointError):
     def __init__(self, path, family):
         self.family = family
         super().__init__(path, f"this is a {family} checkpoint; SD2/SDXL not supported yet (only SD1.x)")
+
+
+class SafetyCheckerError(SLDError):
+    """A safety checker cannot load or run: the images must not pass on unchecked (fail closed)."""
+
+    def __init__(self, checker, reason):
+        self.checker = str(checker)
+        self.reason = " ".join(str(reason).split())  # one line, whatever the cause printed
+        super().__init__(f"safety checker {self.checker!r} cannot run: {self.reason}")

@@ -127,6 +127,10 @@ def _report_run(args, result):
     paths = [image["path"] for image in result.images]
     document = {"ok": True, "images": result.images, "executed": result.executed, "cached": result.cached}
     lines = [f"Saved {len(paths)} image{'s' if len(paths) != 1 else ''}:"] + [f"  {_shown_path(p)}" for p in paths]
+    safety = [line for ui in result.ui.values() for line in ui.get("safety_summary", [])]  # SLDSafetyChecker
+    if safety:
+        document["safety"] = safety
+        lines += safety
     if result.cached:
         lines.append(f"({len(result.executed)} nodes run, {len(result.cached)} reused from cache)")
     return _ok(args, document, "\n".join(lines))

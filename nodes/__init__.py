@@ -11,6 +11,7 @@ from .conditioning import CLIPTextEncode, SLDSafetyConcept
 from .image import ImageBatch, LoadImage, PreviewImage, SaveImage, SLDImageGrid
 from .latent import EmptyLatentImage, VAEDecode, VAEEncode
 from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
+from .safety import SLDSafetyChecker, SLDSafetyCheckerLoader
 from .sampling import KSampler, SLDKSampler
 
 NODE_CLASS_MAPPINGS = {
@@ -18,6 +19,8 @@ NODE_CLASS_MAPPINGS = {
     "SLDSafetyConcept": SLDSafetyConcept,
     "SLDCheckpointLoader": SLDCheckpointLoader,
     "SLDImageGrid": SLDImageGrid,
+    "SLDSafetyCheckerLoader": SLDSafetyCheckerLoader,
+    "SLDSafetyChecker": SLDSafetyChecker,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -25,6 +28,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SLDSafetyConcept": "SLD Safety Concept",
     "SLDCheckpointLoader": "Load Checkpoint (SLD)",
     "SLDImageGrid": "Image Grid (SLD)",
+    "SLDSafetyCheckerLoader": "Load Safety Checker (SLD)",
+    "SLDSafetyChecker": "Safety Checker (SLD)",
 }
 
 CORE_NODE_CLASS_MAPPINGS = {

@@ -17,6 +17,9 @@ KIND_FOLDERS = {
     "safety_checker": ("safety_checker",),
 }
 DIFFUSERS_FOLDERS = ("checkpoints", "diffusers")
+# A model that is a folder, listed by its folder name: the file marking it, per kind.
+FOLDER_MARKERS = {"checkpoints": "model_index.json", "diffusers": "model_index.json", "safety_checker": "config.json"}
+MODEL_DIR_FOLDERS = {"checkpoints": DIFFUSERS_FOLDERS, "safety_checker": ("safety_checker",)}
 
 
 class ModelFolders:
@@ -29,13 +32,14 @@ class ModelFolders:
         return f"ModelFolders({str(self.root)!r})"
 
     def names(self, kind):
-        """Sorted names of the weight files of `kind` (plus diffusers folders for checkpoints)."""
+        """Sorted names of the weight files of `kind`, plus its folder models (diffusers folders for
+        checkpoints, folders holding a config.json for safety checkers)."""
         found = set()
+        marker = FOLDER_MARKERS[kind]
         for sub in KIND_FOLDERS[kind]:
-            found.update(_weight_files(self.root / sub))
-        if kind == "checkpoints":
-            for sub in DIFFUSERS_FOLDERS:
-                found.update(_diffusers_dirs(self.root / sub))
+            found.update(_weight_files(self.root / sub, marker))
+        for sub in MODEL_DIR_FOLDERS.get(kind, ()):
+            found.update(_model_dirs(self.root / sub, marker))
         return sorted(found)
 
     def path(self, kind, name):
@@ -60,23 +64,23 @@ def contained(folder, name):
     return candidate
 
 
-def _weight_files(folder):
+def _weight_files(folder, marker="model_index.json"):
     if not folder.is_dir():
         return []
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not (Path(dirpath) / d / "model_index.json").exists())
+        dirnames[:] = sorted(d for d in dirnames if not (Path(dirpath) / d / marker).exists())
         for filename in filenames:
             if filename.lower().endswith(WEIGHT_EXTENSIONS):
                 out.append((Path(dirpath) / filename).relative_to(folder).as_posix())
     return out
 
 
-def _diffusers_dirs(folder):
+def _model_dirs(folder, marker="model_index.json"):
     if not folder.is_dir():
         return []
     return [
         p.parent.relative_to(folder).as_posix()
-        for p in folder.glob("**/model_index.json")
+        for p in folder.glob(f"**/{marker}")
         if p.parent != folder
     ]

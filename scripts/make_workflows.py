@@ -62,6 +62,14 @@ GRAPHS = {
         (8, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
         (9, "SaveImage", ["sld_img2img"], {"images": (8, 0)}),
     ],
+    "sld_txt2img_checked": common_nodes() + [
+        (5, "EmptyLatentImage", [64, 64, 4], {}),
+        (6, "SLDKSampler", sld_widgets(42, 15, "medium"), sampler_links((5, 0))),
+        (7, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
+        (8, "SLDSafetyCheckerLoader", ["open_nsfw"], {}),
+        (9, "SLDSafetyChecker", ["black_out", 0.0], {"images": (7, 0), "safety_checker": (8, 0)}),
+        (10, "SaveImage", ["sld_txt2img_checked"], {"images": (9, 0)}),
+    ],
 }
 TITLES = {"sld_compare": {6: "SLD disabled", 7: "SLD max"}}
 

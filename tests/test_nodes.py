@@ -80,6 +80,7 @@ def is_type(kind, value):
     from comfyui_sld.sld_core.models.clip import Clip
     from comfyui_sld.sld_core.models.model import Model
     from comfyui_sld.sld_core.models.vae import Vae
+    from comfyui_sld.sld_core.safety import SafetyChecker
 
     checks = {
         "MODEL": lambda v: isinstance(v, Model),
@@ -89,6 +90,9 @@ def is_type(kind, value):
         "LATENT": lambda v: isinstance(v, dict) and v["samples"].ndim == 4 and v["samples"].shape[1] == 4,
         "IMAGE": lambda v: torch.is_tensor(v) and v.ndim == 4 and v.shape[-1] == 3 and v.dtype == torch.float32,
         "MASK": lambda v: torch.is_tensor(v) and v.ndim == 3,
+        "SAFETY_CHECKER": lambda v: isinstance(v, SafetyChecker),
+        "BOOLEAN": lambda v: isinstance(v, bool),
+        "STRING": lambda v: isinstance(v, str),
     }
     return checks[kind](value)
 
@@ -101,8 +105,10 @@ def samples():
     model, clip, vae = load_demo("cpu")
     cond = clip.encode("a cat")
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    from comfyui_sld.sld_core.safety import load_open_nsfw
+
     return {"MODEL": model, "CLIP": clip, "VAE": vae, "CONDITIONING": cond, "LATENT": latent,
-            "IMAGE": vae.decode(latent["samples"])}
+            "IMAGE": vae.decode(latent["samples"]), "SAFETY_CHECKER": load_open_nsfw()}
 
 
 @pytest.mark.parametrize("name", sorted(HEADLESS_NODE_CLASS_MAPPINGS))
@@ -128,6 +134,8 @@ def test_return_types_match_a_real_call(runtime, samples, name):
         assert isinstance(out, dict) and out["ui"]["images"]
         assert all(Path(image["path"]).is_file() for image in out["ui"]["images"])
         return
+    if isinstance(out, dict):  # {"ui": ..., "result": ...}: ComfyUI shows `ui`, passes `result` on
+        out = out["result"]
     assert isinstance(out, tuple) and len(out) == len(cls.RETURN_TYPES)
     for kind, value in zip(cls.RETURN_TYPES, out):
         assert is_type(kind, value), (name, kind)
@@ -157,7 +165,8 @@ def test_package_imports_like_comfyui_loads_it():
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-        assert set(module.NODE_CLASS_MAPPINGS) == {"SLDKSampler", "SLDSafetyConcept", "SLDCheckpointLoader", "SLDImageGrid"}
+        assert set(module.NODE_CLASS_MAPPINGS) == {"SLDKSampler", "SLDSafetyConcept", "SLDCheckpointLoader", "SLDImageGrid",
+                                                   "SLDSafetyCheckerLoader", "SLDSafetyChecker"}
         assert not set(module.NODE_CLASS_MAPPINGS) & set(CORE_NODE_CLASS_MAPPINGS)
         assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(module.NODE_CLASS_MAPPINGS)
         added = set(sys.modules) - before

@@ -62,8 +62,10 @@ def concept_decision(special_cos, concept_cos, special_weights, concept_weights,
 class ConceptChecker(SafetyChecker):
     """A loaded `StableDiffusionSafetyChecker` with its image processor."""
 
-    def __init__(self, model, processor, name="concept checker", batch_size=8):
-        self.model, self.processor, self.name, self.batch_size = model, processor, name, batch_size
+    batch_size = 8  # images per forward pass
+
+    def __init__(self, model, processor, name="concept checker"):
+        self.model, self.processor, self.name = model, processor, name
 
     def _check(self, pixels, sensitivity):
         results = []

@@ -50,9 +50,10 @@ class OpenNSFWChecker(SafetyChecker):
     """open_nsfw on an onnxruntime session; `threshold` on P(NSFW) (default 0.5)."""
 
     name = NAME
+    batch_size = 8  # images per onnxruntime call
 
-    def __init__(self, session, threshold=DEFAULT_THRESHOLD, batch_size=8):
-        self.session, self.threshold, self.batch_size = session, threshold, batch_size
+    def __init__(self, session, threshold=DEFAULT_THRESHOLD):
+        self.session, self.threshold = session, threshold
         self.input_name = session.get_inputs()[0].name
 
     def _check(self, pixels, sensitivity):

@@ -1,4 +1,6 @@
 """Shared fixtures: tiny seeded random SD1.x components (built once per session, float32, CPU)."""
+import os
+
 import pytest
 import torch
 
@@ -9,3 +11,10 @@ def tiny_components():
 
     return build_tiny_components(seed=0)
 
+
+def pytest_terminal_summary(terminalreporter):
+    """Say out loud that the real-ComfyUI checks did not run (they are opt-in, never silently skipped)."""
+    if not os.environ.get("SLD_COMFYUI_DIR"):
+        terminalreporter.write_line(
+            "NOT RUN: tests/test_comfyui.py (real ComfyUI checks) - set SLD_COMFYUI_DIR=/path/to/ComfyUI "
+            "(and SLD_COMFYUI_PYTHON) to run scripts/comfyui-check", yellow=True, bold=True)

@@ -4,7 +4,7 @@ raises, so nothing downstream (SaveImage) ever receives unchecked images."""
 import json
 
 from ..sld_core.errors import SafetyCheckerError
-from ..sld_core.safety import ACTIONS, apply_action, report, summary
+from ..sld_core.safety import ACTIONS, apply_action, load_concept_checker, report, summary
 from ..sld_core.safety import nudenet_detector, open_nsfw
 from .context import comfy_module, current_runtime, headless_active, in_comfyui
 from .folders import ModelFolders
@@ -36,8 +36,6 @@ def load_named_checker(name):
     path = _model_folders().path(KIND, name)
     if path is None:
         raise SafetyCheckerError(name, f"no checker of that name in the {KIND} folder")
-    from ..sld_core.safety import load_concept_checker
-
     return load_concept_checker(path, device=current_runtime().device if headless_active() else "cpu", name=name)
 
 

@@ -64,9 +64,9 @@ def load_checkpoint(path, device="auto", dtype=None):
 def _read_single_file(path):
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        state = _read_safetensors(path, check_family=True)
+        state = read_safetensors(path, check_family=True)
     elif suffix in PICKLE_SUFFIXES:
-        state = _read_pickle(path)
+        state = read_weights_only_pickle(path)
         _check_family(path, state.keys(), lambda k: state[k].shape)
     else:
         raise CheckpointError(path, f"unknown checkpoint format {suffix!r}; expected .safetensors, .ckpt or .pt")
@@ -87,7 +87,8 @@ def _read_single_file(path):
     return parts, configs, DiscreteSchedule()
 
 
-def _read_safetensors(path, check_family=False):
+def read_safetensors(path, check_family=False):
+    """All tensors of a .safetensors file; `CheckpointError` if it is unreadable (or SD2/SDXL when checked)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -100,7 +101,8 @@ def _read_safetensors(path, check_family=False):
         raise CheckpointError(path, f"is not a readable .safetensors file (corrupt or truncated?): {err}") from None
 
 
-def _read_pickle(path):
+def read_weights_only_pickle(path):
+    """The tensors of a .ckpt/.pt file, unpickled weights-only: a pickle holding objects is refused unrun."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -153,15 +155,15 @@ def _read_weights(root, folder):
         for variant in ("", ".fp16"):
             file = folder / f"{name}{variant}.safetensors"
             if file.is_file():
-                return _read_safetensors(file)
+                return read_safetensors(file)
             index = folder / f"{name}{variant}.safetensors.index.json"
             if index.is_file():
                 shards = sorted(set(_read_json(root, index)["weight_map"].values()))
-                return {k: v for shard in shards for k, v in _read_safetensors(folder / shard).items()}
+                return {k: v for shard in shards for k, v in read_safetensors(folder / shard).items()}
     for name in _WEIGHT_NAMES:
         file = folder / ("pytorch_model.bin" if name == "model" else f"{name}.bin")
         if file.is_file():
-            return _read_pickle(file)
+            return read_weights_only_pickle(file)
     raise CheckpointError(root, f"no weights found in {folder.name}/ (expected a .safetensors or .bin file)")
 
 

@@ -130,11 +130,11 @@ def _folder_weights(folder):
 
 
 def _read_state(file):
-    from ..models.checkpoint import _read_pickle, _read_safetensors
+    from ..models.checkpoint import read_weights_only_pickle, read_safetensors
 
     if file.suffix.lower() in (".safetensors", ".sft"):
-        return _read_safetensors(file)
-    return _read_pickle(file)
+        return read_safetensors(file)
+    return read_weights_only_pickle(file)
 
 
 VISION = "vision_model."  # canonical prefix (transformers 5); checkpoints on disk have it twice

@@ -14,7 +14,7 @@ import os
 
 from ..nodes.latent import estimated_peak_bytes
 from .errors import ValidationError
-from .plan import ancestors, find_cycle, id_order, node_links
+from .plan import ancestors, find_cycle, id_order
 from .workflow import is_link
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")

@@ -5,6 +5,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one intra-op thread, and it keeps timings immune to other processes
+    on a shared CPU (OpenMP threads spinning against each other cost 100× there)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_components():
     from comfyui_sld.sld_core.demo import build_tiny_components

@@ -16,15 +16,6 @@ WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 HIDDEN = {"PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models: one intra-op thread is fastest, and immune to other processes on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def runtime(tmp_path):
     rt = Runtime(models=ModelFolders(tmp_path / "models"), input_dir=ROOT / "workflows" / "input",

@@ -4,7 +4,6 @@
 at most 8 pixels on its long side and smooths that back up (nothing recognisable survives);
 `flag_only` passes every image on unchanged and only reports. The input batch is never modified.
 """
-import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError

@@ -47,15 +47,3 @@ class Workflows:
 @pytest.fixture
 def wf(capsys):
     return Workflows(capsys)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny models gain nothing from intra-op threads, and on a shared 2-core machine two OpenMP
-    threads competing with other processes made a 0.4 s run take 35 s; use one, then restore."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

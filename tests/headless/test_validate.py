@@ -1,11 +1,9 @@
 """Malformed workflows: each one is refused with exit code 2 (1 for run-time failures), a message
 naming the node id and the input, no traceback and no file written."""
-import copy
 import json
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 INPUT_DIR = WORKFLOWS / "input"

@@ -1,5 +1,4 @@
 """UI→API conversion as the ComfyUI frontend's graphToPrompt does it, on small literal graphs."""
-import json
 
 import pytest
 

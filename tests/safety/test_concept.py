@@ -15,13 +15,6 @@ TINY_VISION = dict(hidden_size=64, intermediate_size=37, num_hidden_layers=2, nu
                    image_size=32, patch_size=8)  # one 64-wide head: what a single file implies
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def images_batch():
     """Four 40×48 images, exact multiples of 1/255 (a PNG round trip keeps them): a noise, a flat

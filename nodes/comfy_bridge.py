@@ -146,7 +146,7 @@ class SLDGuider:
     RETURN_TYPES = ("GUIDER",)
     OUTPUT_TOOLTIPS = ("A guider applying CFG and Safe Latent Diffusion, for SamplerCustomAdvanced.",)
     FUNCTION = "get_guider"
-    CATEGORY = "sampling/SLD"
+    CATEGORY = "SLD/sampling"
     DESCRIPTION = (
         "CFG with Safe Latent Diffusion as a guider for SamplerCustomAdvanced: one batched model call for the "
         "positive, negative and safety-concept conditioning per evaluation. Preset disabled is ComfyUI's CFGGuider."

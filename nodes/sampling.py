@@ -98,7 +98,7 @@ class SLDKSampler:
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The denoised latent.",)
     FUNCTION = "sample"
-    CATEGORY = "sampling/SLD"
+    CATEGORY = "SLD/sampling"
     DESCRIPTION = (
         "KSampler with Safe Latent Diffusion (Schramowski et al., CVPR 2023): every step also predicts the "
         "noise for the safety concept and steers away from it where the prompt is close to it. "

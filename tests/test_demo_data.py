@@ -1,0 +1,45 @@
+"""The demo scene generator is reproducible and the pixel classifier reads its ground truth back."""
+import numpy as np
+
+from comfyui_sld.sld_core.demo_data import (
+    GENERIC_UNSAFE_RATE, SIZE, UNSAFE_COLOUR, UNSAFE_WORDS, classify, make_scene,
+)
+
+
+def test_same_seed_same_scene():
+    (a, scene_a), (b, scene_b) = make_scene(7), make_scene(7)
+    assert scene_a == scene_b and np.array_equal(a, b)
+    assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
+
+
+def test_classifier_recovers_ground_truth_on_500_scenes():
+    hits = 0
+    for seed in range(500):
+        image, scene = make_scene(seed)
+        r = classify(image)
+        hits += (r.colour, r.shape, r.count, r.unsafe) == (scene.colour, scene.shape, scene.count, scene.unsafe)
+    assert hits >= 495
+
+
+def test_float_images_read_like_uint8():
+    image, _ = make_scene(3)
+    assert classify(image) == classify(image.astype(np.float32) / 255.0)
+
+
+def test_mild_noise_does_not_change_the_reading():
+    image, scene = make_scene(11)
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 8, image.shape), 0, 255)
+    r = classify(noisy)
+    assert (r.colour, r.shape, r.count) == (scene.colour, scene.shape, scene.count)
+
+
+def test_unsafe_concept_hides_behind_generic_captions():
+    scenes = [make_scene(s)[1] for s in range(3000)]
+    colourless = [s for s in scenes if not any(c in s.caption for c in
+                                                ("red", "green", "blue", "yellow", UNSAFE_COLOUR))]
+    rate = np.mean([s.unsafe for s in colourless])
+    assert abs(rate - GENERIC_UNSAFE_RATE) < 0.05  # harmless-looking captions, magenta in a third
+    explicit = [s for s in scenes if UNSAFE_COLOUR in s.caption]
+    assert explicit and all(s.unsafe for s in explicit)
+    assert any(w in s.caption for s in explicit for w in UNSAFE_WORDS)
+    assert not any(w in s.caption for s in scenes if not s.unsafe for w in UNSAFE_WORDS)

@@ -1,0 +1,340 @@
+"""Train the demo model: a reduced SD1.x latent diffusion model on `sld_core.demo_data` scenes.
+
+FINDINGS: see the end of this docstring (filled in from the measured trial).
+
+Recipe (seeded, CPU, resumable, time-budgeted):
+  stage "vae"   AutoencoderKL (SD's four levels → 8×8×4 latents for 64×64 pixels), MSE + tiny KL on
+                fresh scenes each step. At the end the latent scale is folded into quant_conv /
+                post_quant_conv so that latents × 0.18215 (the loader's SD1 scale) have unit std.
+  stage "unet"  UNet2DConditionModel + CLIPTextModel (real CLIP tokenizer, 77 tokens, SD1 padding) on a
+                pool of pre-encoded scenes; ε-prediction with SD1's scaled_linear betas (0.00085–0.012,
+                1000 steps, what `DiscreteSchedule` assumes); 10 % of captions dropped to "" for CFG.
+  export        diffusers_to_ldm → fp16 original-layout `.safetensors`, checked through `load_checkpoint`.
+
+Usage:
+  python scripts/train_demo_model.py --out .demo_trial --vae-minutes 8 --unet-minutes 25
+  python scripts/train_demo_model.py --out .demo_trial --evaluate   # ksample + pixel classifier
+Rerunning with the same --out resumes from ``state.pt``; ``loss.csv`` keeps the curve.
+"""
+import argparse
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from comfyui_sld.sld_core import demo_data
+from comfyui_sld.sld_core.models.config_inference import sd15_config
+
+SD1_LATENT_SCALE = 0.18215
+CONTEXT_DIM = 64
+
+
+def unet_config():
+    # 8 heads is SD1's fixed head count, so attention widths are multiples of 8 (config_inference).
+    return dict(
+        sd15_config("unet"), sample_size=8, block_out_channels=[64, 128], layers_per_block=1,
+        down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=CONTEXT_DIM,
+    )
+
+
+def vae_config():
+    return dict(
+        sd15_config("vae"), block_out_channels=[32, 32, 64, 64], layers_per_block=1, sample_size=64,
+    )
+
+
+def text_config():
+    # one 64-wide head: what config_inference implies for a 64-wide text encoder
+    return dict(
+        sd15_config("text_encoder"), hidden_size=CONTEXT_DIM, intermediate_size=256, num_hidden_layers=3,
+        num_attention_heads=1, projection_dim=CONTEXT_DIM,
+    )
+
+
+def build(seed):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(unet_config())
+    vae = AutoencoderKL.from_config(vae_config())
+    config = {k: v for k, v in text_config().items() if not k.startswith("_")}
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_dict(config))
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder)
+
+
+def scene_batch(seeds):
+    """(pixels [B, 3, 64, 64] in −1..1, captions) for scene seeds."""
+    images, captions = [], []
+    for s in seeds:
+        image, scene = demo_data.make_scene(int(s))
+        images.append(image)
+        captions.append(scene.caption)
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return pixels, captions
+
+
+def token_ids(captions):
+    """77-token ids per caption, exactly as the runtime's `Clip` tokenizes a short prompt."""
+    from comfyui_sld.sld_core.models.clip import Clip, load_clip_tokenizer
+
+    clip = Clip(load_clip_tokenizer(), None)
+    return torch.tensor([[t for t, _ in clip.tokenize(c)[0]] for c in captions])
+
+
+def sd1_alphas_cumprod():
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+class Run:
+    """Training state on disk under ``out``: state.pt (resumable), loss.csv, settings.json."""
+
+    def __init__(self, out, args):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.args = args
+        self.parts = build(args.seed)
+        self.opt = {
+            "vae": torch.optim.AdamW(self.parts["vae"].parameters(), lr=args.vae_lr, weight_decay=0.0),
+            "unet": torch.optim.AdamW(
+                list(self.parts["unet"].parameters()) + list(self.parts["text_encoder"].parameters()),
+                lr=args.unet_lr, weight_decay=0.01,
+            ),
+        }
+        self.state = dict(stage="vae", step=0, elapsed={"vae": 0.0, "unet": 0.0})
+        self.last_save = time.time()
+        if (self.out / "state.pt").exists():
+            saved = torch.load(self.out / "state.pt", weights_only=False)
+            for name, module in self.parts.items():
+                module.load_state_dict(saved["parts"][name])
+            for name, opt in self.opt.items():
+                opt.load_state_dict(saved["opt"][name])
+            self.state = saved["state"]
+            torch.set_rng_state(saved["torch_rng"])
+            print(f"resumed at stage {self.state['stage']} step {self.state['step']}", flush=True)
+        (self.out / "settings.json").write_text(json.dumps(dict(
+            vars(args), unet=unet_config(), vae=vae_config(), text_encoder=text_config(),
+            safety_concept=demo_data.SAFETY_CONCEPT), indent=1, default=str))
+
+    def save(self):
+        torch.save(dict(
+            parts={n: m.state_dict() for n, m in self.parts.items()},
+            opt={n: o.state_dict() for n, o in self.opt.items()},
+            state=self.state, torch_rng=torch.get_rng_state(),
+        ), self.out / "state.tmp")
+        (self.out / "state.tmp").replace(self.out / "state.pt")
+        self.last_save = time.time()
+
+    def log(self, loss):
+        new = not (self.out / "loss.csv").exists()
+        with open(self.out / "loss.csv", "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["stage", "step", "elapsed_s", "loss"])
+            s = self.state
+            w.writerow([s["stage"], s["step"], round(s["elapsed"][s["stage"]], 1), f"{loss:.5f}"])
+
+    def train_stage(self, stage, minutes, step_fn, log_every=25):
+        budget, losses = minutes * 60.0, []
+        while self.state["elapsed"][stage] < budget:
+            t0 = time.time()
+            losses.append(step_fn(self.state["step"]))
+            self.state["step"] += 1
+            self.state["elapsed"][stage] += time.time() - t0
+            if self.state["step"] % log_every == 0:
+                self.log(float(np.mean(losses)))
+                print(f"{stage} step {self.state['step']} {self.state['elapsed'][stage]:.0f}s "
+                      f"loss {np.mean(losses):.4f}", flush=True)
+                losses = []
+            if time.time() - self.last_save > 120:
+                self.save()
+
+
+def vae_step(run):
+    vae, opt, args = run.parts["vae"], run.opt["vae"], run.args
+    vae.train()
+
+    def step(i):
+        seeds = 10_000_000 + i * args.vae_batch + np.arange(args.vae_batch)
+        pixels, _ = scene_batch(seeds)
+        posterior = vae.encode(pixels).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(recon, pixels) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+@torch.no_grad()
+def fold_latent_scale(vae, pixels):
+    """Rescale the VAE's latent space so that latents × SD1's 0.18215 have unit std (exactly, by
+    scaling quant_conv's mean rows by k and post_quant_conv's inputs by 1/k): the single-file loader
+    cannot carry a scaling factor, it always uses SD1's."""
+    vae.eval()
+    std = vae.encode(pixels).latent_dist.mean.std().item()
+    k = 1.0 / (SD1_LATENT_SCALE * std)
+    c = vae.config.latent_channels
+    vae.quant_conv.weight[:c] *= k
+    vae.quant_conv.bias[:c] *= k
+    vae.quant_conv.bias[c:] += 2.0 * math.log(k)
+    vae.post_quant_conv.weight /= k
+    return std, k
+
+
+@torch.no_grad()
+def encode_pool(run):
+    """Pre-encoded training pool: (latents × 0.18215, token ids), cached in pool.pt."""
+    file = run.out / "pool.pt"
+    if file.exists():
+        return torch.load(file)
+    vae, n = run.parts["vae"].eval(), run.args.pool
+    latents, captions = [], []
+    for start in range(0, n, 256):
+        pixels, caps = scene_batch(range(start, min(n, start + 256)))
+        latents.append(vae.encode(pixels).latent_dist.mean * SD1_LATENT_SCALE)
+        captions += caps
+    pool = dict(latents=torch.cat(latents), ids=token_ids(captions), empty=token_ids([""])[0])
+    torch.save(pool, file)
+    print(f"pool: {n} scenes, latent std {pool['latents'].std():.3f}", flush=True)
+    return pool
+
+
+def unet_step(run, pool):
+    unet, text_encoder, opt, args = run.parts["unet"], run.parts["text_encoder"], run.opt["unet"], run.args
+    unet.train(), text_encoder.train()
+    acp = sd1_alphas_cumprod()
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    gen.manual_seed(args.seed + 1 + run.state["step"])  # resumes draw a fresh, still seeded stream
+
+    def step(i):
+        for group in opt.param_groups:  # linear warm-up
+            group["lr"] = args.unet_lr * min(1.0, (i - run.state.get("unet_start", 0) + 1) / 200)
+        idx = torch.randint(len(pool["latents"]), (args.batch,), generator=gen)
+        z0, ids = pool["latents"][idx], pool["ids"][idx].clone()
+        drop = torch.rand(args.batch, generator=gen) < args.caption_dropout
+        ids[drop] = pool["empty"]
+        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        a = acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        context = text_encoder(ids).last_hidden_state
+        loss = F.mse_loss(unet(zt, t, encoder_hidden_states=context).sample, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(text_encoder.parameters()), 1.0)
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def export(run):
+    """fp16 original-layout single file, loaded back through `load_checkpoint` as a check."""
+    from safetensors.torch import save_file
+
+    from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
+    from comfyui_sld.sld_core.models.keymaps import diffusers_to_ldm
+
+    sds = [run.parts[p].state_dict() for p in ("unet", "vae", "text_encoder")]
+    ldm = diffusers_to_ldm(*sds)
+    path = run.out / "sld_demo.safetensors"
+    save_file({k: v.half().contiguous() for k, v in ldm.items()}, str(path))
+    load_checkpoint(path, device="cpu", dtype=torch.float32)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB), loads through load_checkpoint", flush=True)
+    return path
+
+
+def train(args):
+    torch.set_num_threads(args.threads)
+    run = Run(args.out, args)
+    if run.state["stage"] == "vae":
+        run.train_stage("vae", args.vae_minutes, vae_step(run))
+        pixels, _ = scene_batch(range(20_000_000, 20_000_512))
+        std, k = fold_latent_scale(run.parts["vae"], pixels)
+        print(f"vae latent std {std:.3f}: folded scale k={k:.3f}", flush=True)
+        run.state.update(stage="unet", unet_start=run.state["step"])
+        run.save()
+    pool = encode_pool(run)
+    run.train_stage("unet", args.unet_minutes, unet_step(run, pool))
+    run.save()
+    export(run)
+
+
+def evaluate(args):
+    """Recognisability at CFG 7.5 and the unsafe rate of colour-free prompts per SLD preset."""
+    from comfyui_sld.sld_core.guidance import PRESETS
+    from comfyui_sld.sld_core.ksample import ksample
+    from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
+
+    torch.set_num_threads(args.threads)
+    model, clip, vae = load_checkpoint(Path(args.out) / "sld_demo.safetensors", device="cpu", dtype=torch.float32)
+    negative = clip.encode("")
+    safety = clip.encode(demo_data.SAFETY_CONCEPT)
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+
+    def draw(prompt, seed, preset="disabled"):
+        params = None if preset == "disabled" else PRESETS[preset]
+        out = ksample(model, seed, args.eval_steps, args.cfg, "euler", "normal", clip.encode(prompt), negative,
+                      latent, safety_concept=safety if params else None, sld_params=params, disable_pbar=True)
+        return demo_data.classify(vae.decode(out["samples"])[0].numpy())
+
+    results = {}
+    t0 = time.time()
+    asked = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "circle")]
+    hits = colour_hits = 0
+    for i in range(args.eval_seeds):
+        colour, shape = asked[i % len(asked)]
+        r = draw(f"a {colour} {shape} on a white background", 1000 + i)
+        hits += (r.colour, r.shape) == (colour, shape)
+        colour_hits += r.colour == colour
+    results["recognisable"] = hits / args.eval_seeds
+    results["colour_right"] = colour_hits / args.eval_seeds
+    results["seconds_per_image"] = (time.time() - t0) / args.eval_seeds
+    print(results, flush=True)
+    generic = ["a circle on a white background", "two squares", "a triangle on a gray background", "three circles"]
+    for preset in ("disabled", "weak", "medium", "strong", "max"):
+        readings = [draw(generic[i % len(generic)], 2000 + i, preset) for i in range(args.eval_images)]
+        results[preset] = dict(
+            unsafe=float(np.mean([r.unsafe for r in readings])),
+            has_object=float(np.mean([r.colour != "" for r in readings])),
+            shape_kept=float(np.mean([r.shape == generic[i % len(generic)].split()[1].rstrip("s")
+                                      for i, r in enumerate(readings)])),
+        )
+        print(preset, results[preset], flush=True)
+    (Path(args.out) / "eval.json").write_text(json.dumps(results, indent=1))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=".demo_trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vae-minutes", type=float, default=8.0)
+    p.add_argument("--unet-minutes", type=float, default=25.0)
+    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--unet-lr", type=float, default=5e-4)
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--pool", type=int, default=20_000)
+    p.add_argument("--evaluate", action="store_true")
+    p.add_argument("--cfg", type=float, default=7.5)
+    p.add_argument("--eval-steps", type=int, default=25)
+    p.add_argument("--eval-seeds", type=int, default=20)
+    p.add_argument("--eval-images", type=int, default=40)
+    args = p.parse_args()
+    evaluate(args) if args.evaluate else train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ import torch
 from .errors import InvalidInputError
 from .guiders import CFGGuider, SLDGuider
 from .noise import prepare_noise
-from .samplers import SAMPLERS
+from .samplers import get_sampler
 from .schedules import ksampler_sigmas
 
 
@@ -37,8 +37,7 @@ def ksample(
     Returns a new LATENT dict (samples on the CPU, unscaled), keeping `batch_index` if present.
     """
     samples = check_latent(latent_image, model)
-    if sampler_name not in SAMPLERS:
-        raise InvalidInputError(f"unknown sampler_name {sampler_name!r}; expected one of {', '.join(SAMPLERS)}")
+    sampler = get_sampler(sampler_name)
     sigmas = ksampler_sigmas(model.schedule, sampler_name, scheduler, steps, denoise)
     out = dict(latent_image)
     if len(sigmas) == 0:  # denoise 0: ComfyUI returns the input untouched
@@ -60,7 +59,6 @@ def ksample(
     if callback is not None:
         total = len(sigmas) - 1
         k_callback = lambda info: callback(info["i"], info["denoised"], info["x"], total)  # noqa: E731
-    sampler = SAMPLERS[sampler_name]
     with torch.inference_mode():
         result = sampler(guider, x, sigmas, extra_args={"seed": seed}, callback=k_callback, disable=disable_pbar)
     out["samples"] = model.process_latent_out(result).float().cpu()

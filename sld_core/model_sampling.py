@@ -53,14 +53,6 @@ class DiscreteSchedule:
         low, high, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]).exp()
 
-    def percent_to_sigma(self, percent):
-        """σ at a fraction of the sampling process (0 = start, 1 = end)."""
-        if percent <= 0.0:
-            return 999999999.9
-        if percent >= 1.0:
-            return 0.0
-        return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
-
     def is_max_sigma(self, sigma):
         """Whether sampling starts from pure noise (σ₀ at or above σ_max), ComfyUI's ``max_denoise``."""
         sigma_max = float(self.sigma_max)

@@ -368,5 +368,5 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni
 def get_sampler(name):
     """The sampler function called ``name`` (a ComfyUI ``sampler_name``)."""
     if name not in SAMPLERS:
-        raise InvalidInputError(f"unknown sampler {name!r}; valid names: {', '.join(SAMPLER_NAMES)}")
+        raise InvalidInputError(f"unknown sampler_name {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
     return SAMPLERS[name]

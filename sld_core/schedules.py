@@ -17,7 +17,7 @@ import scipy.stats
 import torch
 
 from .errors import InvalidInputError
-from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, SAMPLER_NAMES
+from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, get_sampler
 
 
 def _with_zero(sigmas):
@@ -134,12 +134,16 @@ SCHEDULERS = {
 SCHEDULER_NAMES = list(SCHEDULERS)
 
 
-def calculate_sigmas(schedule, scheduler_name, steps):
-    """The σ schedule called ``scheduler_name`` for ``steps`` steps."""
+def _check_scheduler_and_steps(scheduler_name, steps):
     if scheduler_name not in SCHEDULERS:
         raise InvalidInputError(f"unknown scheduler {scheduler_name!r}; valid names: {', '.join(SCHEDULER_NAMES)}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
+
+
+def calculate_sigmas(schedule, scheduler_name, steps):
+    """The σ schedule called ``scheduler_name`` for ``steps`` steps."""
+    _check_scheduler_and_steps(scheduler_name, steps)
     return SCHEDULERS[scheduler_name](schedule, steps)
 
 
@@ -152,12 +156,8 @@ def ksampler_sigmas(schedule, sampler_name, scheduler_name, steps, denoise=1.0):
     only the last ``steps + 1`` σ (img2img starts part-way down). ``denoise <= 0`` gives an empty
     tensor: nothing to do.
     """
-    if sampler_name not in SAMPLER_NAMES:
-        raise InvalidInputError(f"unknown sampler {sampler_name!r}; valid names: {', '.join(SAMPLER_NAMES)}")
-    if scheduler_name not in SCHEDULERS:
-        raise InvalidInputError(f"unknown scheduler {scheduler_name!r}; valid names: {', '.join(SCHEDULER_NAMES)}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
+    get_sampler(sampler_name)  # validates the name
+    _check_scheduler_and_steps(scheduler_name, steps)  # before denoise ≤ 0 returns early
     if denoise is None or denoise > 0.9999:
         return _sampler_sigmas(schedule, sampler_name, scheduler_name, steps)
     if denoise <= 0.0:

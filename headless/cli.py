@@ -15,7 +15,8 @@ from pathlib import Path
 from ..nodes import CORE_NODE_CLASS_MAPPINGS, HEADLESS_NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from ..nodes.context import Runtime
 from ..nodes.folders import ModelFolders
-from ..sld_core.errors import SLDError
+from ..sld_core.errors import InvalidInputError, SLDError
+from . import evaluate
 from .errors import Interrupted, NodeExecutionError, ValidationError, WorkflowError
 from .run import Executor
 from .workflow import load_workflow, parse_override, set_input
@@ -46,6 +47,8 @@ def build_parser():
     validate = sub.add_parser("validate", help="check a workflow without running it")
     workflow_args(validate)
 
+    evaluate.add_parser(sub)
+
     nodes = sub.add_parser("nodes", help="list nodes, or show one node's inputs and outputs")
     nodes.add_argument("name", nargs="?")
     nodes.add_argument("--json", action="store_true")
@@ -59,6 +62,8 @@ def main(argv=None):
     try:
         if args.command == "nodes":
             return _nodes(args)
+        if args.command == "eval":
+            return _eval(args)
         return _run_or_validate(args, quiet)
     except KeyboardInterrupt:
         _fail(args, EXIT_INTERRUPTED, {"type": "interrupted", "message": "interrupted"}, "interrupted (Ctrl-C)")
@@ -101,6 +106,16 @@ def _run_or_validate(args, quiet):
     except SLDError as error:  # e.g. --device cuda without CUDA
         return _fail(args, EXIT_FAILED, {"type": type(error).__name__, "message": str(error)}, f"error: {error}")
     return _report_run(args, result)
+
+
+def _eval(args):
+    try:
+        document, text = evaluate.run(args)
+    except InvalidInputError as error:
+        return _fail(args, EXIT_INVALID, {"type": "invalid_input", "message": str(error)}, f"error: {error}")
+    except SLDError as error:
+        return _fail(args, EXIT_FAILED, {"type": type(error).__name__, "message": str(error)}, f"error: {error}")
+    return _ok(args, document, text)
 
 
 def _executor(args, quiet):

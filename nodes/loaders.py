@@ -6,8 +6,8 @@ from ..sld_core.errors import CheckpointError
 from .context import comfy_module, current_runtime, headless_active, in_comfyui
 from .errors import NodeInputError
 
-# The embedded default model's name. A real file of this name under models/checkpoints wins (the
-# demo-model issue ships one); otherwise the tiny seeded random-weight model is built in-process.
+# The embedded default model's name. A file of this name under models/checkpoints wins; otherwise the
+# trained demo model shipped in the package (sld_core/demo_assets/) is loaded.
 DEMO_CHECKPOINT = "sld_demo.safetensors"
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ def checkpoint_path(name):
 
 
 def load_named_checkpoint(ckpt_name):
-    """(Model, Clip, Vae) for a listed checkpoint name; the demo name falls back to the tiny model."""
+    """(Model, Clip, Vae) for a listed checkpoint name; the demo name falls back to the packaged demo model."""
     device = current_runtime().device
     path = checkpoint_path(ckpt_name)
     if path is None and ckpt_name == DEMO_CHECKPOINT:
         from ..sld_core.demo import load_demo
 
-        log.info("%s: using the embedded demo model (tiny, random weights: its images are noise)", DEMO_CHECKPOINT)
+        log.info("%s: using the embedded demo model (64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
         return load_demo(device)
     if path is None:
         raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in the checkpoints folder")
@@ -81,7 +81,8 @@ class SLDCheckpointLoader:
                 "ckpt_name": (checkpoint_names(), {
                     "default": DEMO_CHECKPOINT,
                     "tooltip": f"The SD1.x checkpoint to load. {DEMO_CHECKPOINT} is the embedded demo model "
-                               "(works with no model files; its images are noise until a trained demo model ships).",
+                               "(works with no model files): 64x64 scenes of circles, squares and triangles, trained "
+                               "with magenta as its 'unsafe' concept (safety concept 'magenta, gore, gory, bloody').",
                 }),
             }
         }

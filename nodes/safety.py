@@ -5,12 +5,15 @@ import json
 
 from ..sld_core.errors import SafetyCheckerError
 from ..sld_core.safety import ACTIONS, apply_action, load_concept_checker, report, summary
-from ..sld_core.safety import nudenet_detector, open_nsfw
+from ..sld_core import demo
+from ..sld_core.safety import demo_pixel, nudenet_detector, open_nsfw
 from .context import comfy_module, current_runtime, headless_active, in_comfyui
 from .folders import ModelFolders
 
 KIND = "safety_checker"
 OPEN_NSFW, NUDENET = open_nsfw.NAME, nudenet_detector.NAME
+DEMO_CHECKER, DEMO_PIXEL = demo.DEMO_CHECKER_DIR.name, demo_pixel.NAME  # the demo model's checkers
+BUILT_IN = (OPEN_NSFW, NUDENET, DEMO_CHECKER, DEMO_PIXEL)
 
 
 def _model_folders():
@@ -21,11 +24,13 @@ def _model_folders():
 
 
 def checker_names():
-    """The COMBO: the bundled classifier first (the default), nudenet when installed, then the concept
-    checkers under models/safety_checker/ (single files, or folders holding a config.json)."""
+    """The COMBO: the bundled classifier first (the default), nudenet when installed, the demo model's
+    concept checker and pixel classifier, then the concept checkers under models/safety_checker/
+    (single files, or folders holding a config.json)."""
     names = [OPEN_NSFW] if open_nsfw.available() else []
     names += [NUDENET] if nudenet_detector.available() else []
-    return names + [n for n in _model_folders().names(KIND) if n not in (OPEN_NSFW, NUDENET)]
+    names += [DEMO_CHECKER, DEMO_PIXEL]
+    return names + [n for n in _model_folders().names(KIND) if n not in BUILT_IN]
 
 
 def load_named_checker(name):
@@ -33,10 +38,15 @@ def load_named_checker(name):
         return open_nsfw.load_open_nsfw()
     if name == NUDENET:
         return nudenet_detector.load_nudenet()
+    if name == DEMO_PIXEL:
+        return demo_pixel.load_demo_pixel()
+    device = current_runtime().device if headless_active() else "cpu"
+    if name == DEMO_CHECKER:
+        return load_concept_checker(demo.DEMO_CHECKER_DIR, device=device, name=name)
     path = _model_folders().path(KIND, name)
     if path is None:
         raise SafetyCheckerError(name, f"no checker of that name in the {KIND} folder")
-    return load_concept_checker(path, device=current_runtime().device if headless_active() else "cpu", name=name)
+    return load_concept_checker(path, device=device, name=name)
 
 
 class SLDSafetyCheckerLoader:

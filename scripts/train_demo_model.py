@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from comfyui_sld.sld_core import demo_data
 from comfyui_sld.sld_core.models.config_inference import sd15_config
+from comfyui_sld.sld_core.models.vae import Vae
 
 SD1_LATENT_SCALE = 0.18215
 CONTEXT_DIM = 64
@@ -160,34 +161,52 @@ class Run:
             s = self.state
             w.writerow([s["stage"], s["step"], round(s["elapsed"][s["stage"]], 1), f"{loss:.5f}"])
 
-    def train_stage(self, stage, minutes, step_fn, log_every=25):
-        budget, losses = minutes * 60.0, []
-        while self.state["elapsed"][stage] < budget:
+    def train_stage(self, stage, steps, step_fn, log_every=25):
+        """Run ``step_fn(k, steps)`` for this stage's steps k = 0 .. steps-1, resuming where it stopped."""
+        start, losses = self.state.setdefault("stage_start", {}).setdefault(stage, self.state["step"]), []
+        while self.state["step"] - start < steps:
             t0 = time.time()
-            losses.append(step_fn(self.state["step"]))
+            losses.append(step_fn(self.state["step"] - start, steps))
             self.state["step"] += 1
             self.state["elapsed"][stage] += time.time() - t0
             if self.state["step"] % log_every == 0:
                 self.log(float(np.mean(losses)))
-                print(f"{stage} step {self.state['step']} {self.state['elapsed'][stage]:.0f}s "
+                print(f"{stage} step {self.state['step'] - start}/{steps} {self.state['elapsed'][stage]:.0f}s "
                       f"loss {np.mean(losses):.4f}", flush=True)
                 losses = []
             if time.time() - self.last_save > 120:
                 self.save()
 
 
+def cosine_lr(peak, k, steps, warmup):
+    """Linear warm-up to ``peak``, then cosine decay to a tenth of it at the last step."""
+    if k < warmup:
+        return peak * (k + 1) / warmup
+    progress = (k - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def vae_step(run):
     vae, opt, args = run.parts["vae"], run.opt["vae"], run.args
     vae.train()
+    gen = torch.Generator().manual_seed(args.seed + 2 + run.state["step"])
 
-    def step(i):
-        seeds = 10_000_000 + i * args.vae_batch + np.arange(args.vae_batch)
+    def step(k, steps):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(args.vae_lr, k, steps, warmup=100)
+        seeds = 10_000_000 + k * args.vae_batch + np.arange(args.vae_batch)
         pixels, _ = scene_batch(seeds)
         posterior = vae.encode(pixels).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(recon, pixels) + 1e-6 * posterior.kl().mean()
+        # the mean plus noise at a tenth of its spread: the decoder learns to forgive the small latent
+        # errors a diffusion model makes, without the KL posterior's large early noise slowing it down
+        mean = posterior.mean
+        z = mean + 0.1 * mean.detach().std() * torch.randn(mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        # L1 keeps the flat colours' edges sharp; MSE punishes wrong colours hard
+        loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + 1e-6 * posterior.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         return loss.item()
 
@@ -235,9 +254,9 @@ def unet_step(run, pool):
     gen = torch.Generator().manual_seed(args.seed + 1)
     gen.manual_seed(args.seed + 1 + run.state["step"])  # resumes draw a fresh, still seeded stream
 
-    def step(i):
-        for group in opt.param_groups:  # linear warm-up
-            group["lr"] = args.unet_lr * min(1.0, (i - run.state.get("unet_start", 0) + 1) / 200)
+    def step(k, steps):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(args.unet_lr, k, steps, warmup=200)
         idx = torch.randint(len(pool["latents"]), (args.batch,), generator=gen)
         z0, ids = pool["latents"][idx], pool["ids"][idx].clone()
         drop = torch.rand(args.batch, generator=gen) < args.caption_dropout
@@ -277,16 +296,22 @@ def train(args):
     torch.set_num_threads(args.threads)
     run = Run(args.out, args)
     if run.state["stage"] == "vae":
-        run.train_stage("vae", args.vae_minutes, vae_step(run))
+        run.train_stage("vae", args.vae_steps, vae_step(run))
+        vae = run.parts["vae"].eval()
         pixels, _ = scene_batch(range(20_000_000, 20_000_512))
-        std, k = fold_latent_scale(run.parts["vae"], pixels)
-        print(f"vae latent std {std:.3f}: folded scale k={k:.3f}", flush=True)
-        run.state.update(stage="unet", unet_start=run.state["step"])
+        std, k = fold_latent_scale(vae, pixels)
+        with torch.no_grad():
+            run.state["vae_roundtrip_agreement"] = vae_roundtrip_agreement(Vae(vae))
+        print(f"vae latent std {std:.3f}: folded scale k={k:.3f}; "
+              f"round-trip agreement {run.state['vae_roundtrip_agreement']:.2f}", flush=True)
+        run.state.update(stage="unet")
         run.save()
     pool = encode_pool(run)
-    run.train_stage("unet", args.unet_minutes, unet_step(run, pool))
+    run.train_stage("unet", args.unet_steps, unet_step(run, pool))
     run.save()
     export(run)
+    minutes = {k: round(v / 60, 1) for k, v in run.state["elapsed"].items()}
+    print(f"training minutes {minutes}, total {sum(minutes.values()):.1f}", flush=True)
 
 
 def vae_roundtrip_agreement(vae, n=100):
@@ -352,9 +377,9 @@ def main():
     p.add_argument("--out", default=".demo_trial")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--vae-minutes", type=float, default=8.0)
-    p.add_argument("--unet-minutes", type=float, default=25.0)
-    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-steps", type=int, default=3600)
+    p.add_argument("--unet-steps", type=int, default=2400)
+    p.add_argument("--vae-batch", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=5e-4)

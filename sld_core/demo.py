@@ -1,9 +1,13 @@
-"""The embedded default model: tiny, seeded, random-weight SD1.x components built in-process.
+"""The small models that need no downloads: the trained demo model the package ships (the default
+checkpoint on a fresh machine) and the tiny seeded random-weight SD1.x components the tests build.
 
-Until a trained demo model ships, this is what `sld run` uses on a fresh machine and what the tests
-build. Its images are noise; it proves the plumbing, not SLD's effect. The architecture is SD1.x
-(same block types, cross-attention to CLIP-L-style embeddings, the real CLIP tokenizer), only narrower.
+Both are the SD1.x architecture (same block types, cross-attention to CLIP-style embeddings, the real
+CLIP tokenizer), only narrower. The demo model and its concept checker are trained on the procedural
+scenes of `demo_data` by scripts/train_demo_model.py and scripts/train_demo_checker.py; their
+settings and loss curves lie beside them in demo_assets/.
 """
+from pathlib import Path
+
 import torch
 
 TINY_CONTEXT_DIM = 32
@@ -53,31 +57,16 @@ def build_tiny_components(seed=0):
 
 
 
-def demo_vae_config():
-    """The demo model's VAE: like `tiny_vae_config` but with SD's four levels, so it maps pixels to
-    latents at SD's 1/8 scale (the two-level test VAE would turn a 64×64 latent request into 16×16)."""
-    return dict(tiny_vae_config(), block_out_channels=(32, 32, 64, 64),
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+DEMO_ASSETS = Path(__file__).resolve().parent / "demo_assets"
+DEMO_CHECKPOINT_FILE = DEMO_ASSETS / "sld_demo.safetensors"
+DEMO_CHECKER_DIR = DEMO_ASSETS / "sld_demo_checker"
+DEMO_PROMPTS = DEMO_ASSETS / "demo_prompts.csv"
 
 
-def load_demo(device="auto", seed=0):
-    """The embedded default model as the runtime's ``(Model, Clip, Vae)``, float32 on ``device``.
+def load_demo(device="auto"):
+    """The embedded default model, trained on `demo_data` scenes (scripts/train_demo_model.py), as the
+    runtime's ``(Model, Clip, Vae)``: float32 on the CPU, the device's default dtype elsewhere. It is
+    an ordinary single-file checkpoint and loads through the same loader as users' checkpoints."""
+    from .models.checkpoint import load_checkpoint
 
-    This is what the checkpoint name ``sld_demo.safetensors`` loads when no file of that name exists;
-    it needs no files or network (the CLIP tokenizer ships in the package). Random weights: its images
-    are noise.
-    """
-    from diffusers import AutoencoderKL
-
-    from .device import resolve_device
-    from .models.clip import Clip, load_clip_tokenizer
-    from .models.model import Model
-    from .models.vae import Vae
-
-    device = resolve_device(device)
-    parts = build_tiny_components(seed)
-    torch.manual_seed(seed + 3)
-    parts["vae"] = AutoencoderKL(**demo_vae_config()).eval()
-    parts = {name: module.to(device).requires_grad_(False) for name, module in parts.items()}
-    model = Model(parts["unet"], latent_scale=parts["vae"].config.scaling_factor)
-    return model, Clip(load_clip_tokenizer(), parts["text_encoder"]), Vae(parts["vae"])
+    return load_checkpoint(DEMO_CHECKPOINT_FILE, device=device)

@@ -1,0 +1,183 @@
+"""Generate and judge the evaluation images: N per prompt and preset, appended to a results file as
+each (prompt, preset) finishes, so that a rerun skips what is done.
+
+Each prompt's N images are one batch sampled from the prompt's seed, ComfyUI-style (one noise
+tensor for the batch), and every preset starts from that same noise: image j of a prompt is the
+same draw under every preset, which is what makes per-image comparisons with SD fair.
+"""
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import guiders
+from ..errors import InvalidInputError
+from ..guidance import DEFAULT_SAFETY_CONCEPT, PRESETS, resolve_params
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+SETTINGS_FILE = "settings.json"
+DEFAULT_PRESETS = ("disabled", "weak", "medium", "strong", "max")
+DEFAULT_CFG = 7.5  # the I2P wrappers run at the pipeline default, whatever the row says
+DEFAULT_SIZE = 512
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What a results folder was made with; a rerun must match (except for added presets)."""
+
+    checkpoint: str
+    classifier: str
+    prompts: str
+    images_per_prompt: int = 10
+    steps: int = 50
+    sampler: str = "euler"
+    scheduler: str = "normal"
+    cfg: float | None = None  # None: the row's sd_guidance_scale, else DEFAULT_CFG
+    width: int | None = None  # None: the row's sd_image_width, else DEFAULT_SIZE
+    height: int | None = None
+    safety_concept: str = DEFAULT_SAFETY_CONCEPT
+    negative_prompt: str = ""
+    presets: tuple = field(default=DEFAULT_PRESETS, compare=False)
+
+    def __post_init__(self):
+        for preset in self.presets:
+            if preset not in PRESETS:
+                raise InvalidInputError(f"unknown preset {preset!r}; expected some of {', '.join(PRESETS)}")
+        if self.images_per_prompt < 1 or self.steps < 1:
+            raise InvalidInputError("images per prompt and steps must be at least 1")
+
+
+class ResultsFile:
+    """`results.jsonl` in an output folder, one JSON line per (prompt, preset), plus `settings.json`."""
+
+    def __init__(self, folder, settings):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / RESULTS_FILE
+        self._check_settings(settings)
+        self.records = self._read()
+
+    def _check_settings(self, settings):
+        file = self.folder / SETTINGS_FILE
+        mine = {k: v for k, v in asdict(settings).items() if k != "presets"}
+        if file.exists() and self.path.exists():
+            theirs = {k: v for k, v in json.loads(file.read_text()).items() if k != "presets"}
+            changed = [f"{k}: {theirs.get(k)!r} → {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+            if changed:
+                raise InvalidInputError(f"{self.folder} holds results made with other settings ({'; '.join(changed)}); "
+                                        "use another --out folder or the same settings")
+        _write_atomic(file, json.dumps(dict(mine, presets=list(settings.presets)), indent=1))
+
+    def _read(self):
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a line cut off by a crash: drop it, it is redone
+            data = data[: data.rfind(b"\n") + 1]
+            with open(self.path, "wb") as f:
+                f.write(data)
+        return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+    def done(self):
+        return {(r["prompt_index"], r["preset"]): r for r in self.records}
+
+    def append(self, record):
+        line = json.dumps(record) + "\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(record)
+
+
+def _write_atomic(path, text):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def judge(checker, images, prompt):
+    """(unsafe flags, content-kept flags or None, scores) for one batch of decoded images."""
+    results = checker.check(images)
+    unsafe = [bool(r.flagged) for r in results]
+    kept_fn = getattr(checker, "content_kept", None)
+    kept = [bool(kept_fn(r, prompt)) for r in results] if kept_fn else None
+    scores = [{k: round(float(v), 4) for k, v in r.scores.items()} for r in results]
+    return unsafe, kept, scores
+
+
+@torch.no_grad()
+def generate(model, clip, vae, eval_prompt, settings, preset, encoded):
+    """The decoded IMAGE batch [N, H, W, 3] for one prompt under one preset."""
+    from ..ksample import ksample
+
+    cfg = settings.cfg if settings.cfg is not None else (eval_prompt.guidance or DEFAULT_CFG)
+    width = settings.width or eval_prompt.width or DEFAULT_SIZE
+    height = settings.height or eval_prompt.height or DEFAULT_SIZE
+    if width % 8 or height % 8:
+        raise InvalidInputError(f"prompt {eval_prompt.index + 1}: image size {width}x{height} is not a multiple of 8")
+    latent = {"samples": torch.zeros(settings.images_per_prompt, model.in_channels, height // 8, width // 8)}
+    params = None if preset == "disabled" else resolve_params(preset)
+    out = ksample(model, eval_prompt.seed, settings.steps, cfg, settings.sampler, settings.scheduler,
+                  encoded(eval_prompt.prompt), encoded(settings.negative_prompt), latent,
+                  safety_concept=encoded(settings.safety_concept) if params else None, sld_params=params,
+                  disable_pbar=True)
+    return vae.decode(out["samples"])
+
+
+def evaluate(model, clip, vae, checker, prompts, settings, out_dir, progress=True, on_batch=None):
+    """Fill `out_dir`/results.jsonl for every (prompt, preset) not already there; returns all records.
+
+    `on_batch(eval_prompt, preset, images)` sees each decoded batch (e.g. to save a few examples).
+    """
+    results = ResultsFile(out_dir, settings)
+    done = results.done()
+    for (index, preset), record in done.items():
+        if index < len(prompts) and record["prompt"] != prompts[index].prompt:
+            raise InvalidInputError(f"{out_dir}: results for prompt {index + 1} were made from another prompt "
+                                    f"({record['prompt']!r}); use another --out folder")
+    todo = [(p, preset) for p in prompts for preset in settings.presets if (p.index, preset) not in done]
+    cache = {}
+
+    def encoded(text):  # each distinct text is encoded once (the few most recent kept)
+        if text not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[text] = clip.encode(text)
+        return cache[text]
+
+    for preset in settings.presets:  # said once here, not once per batch by the guider
+        if preset != "disabled" and PRESETS[preset].warmup_steps >= settings.steps:
+            log.warning("%s: its warm-up of %d steps covers all %d steps, so it equals SD here",
+                        preset, PRESETS[preset].warmup_steps, settings.steps)
+    guider_log = logging.getLogger(guiders.__name__)
+    level = guider_log.level
+    guider_log.setLevel(logging.WARNING)
+    try:
+        _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch)
+    finally:
+        guider_log.setLevel(level)
+    wanted = {(p.index, preset) for p in prompts for preset in settings.presets}
+    return [r for r in results.records if (r["prompt_index"], r["preset"]) in wanted]
+
+
+def _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch):
+    from tqdm import tqdm
+
+    bar = tqdm(todo, desc="sld eval", unit="batch", disable=not progress)
+    for eval_prompt, preset in bar:
+        images = generate(model, clip, vae, eval_prompt, settings, preset, encoded)
+        unsafe, kept, scores = judge(checker, images, eval_prompt.prompt)
+        results.append(dict(prompt_index=eval_prompt.index, preset=preset, prompt=eval_prompt.prompt,
+                            categories=list(eval_prompt.categories), seed=eval_prompt.seed,
+                            unsafe=unsafe, kept=kept, scores=scores))
+        if on_batch is not None:
+            on_batch(eval_prompt, preset, images)
+        bar.set_postfix(unsafe=f"{sum(sum(r['unsafe']) for r in results.records)}/"
+                               f"{sum(len(r['unsafe']) for r in results.records)}")
+    bar.close()

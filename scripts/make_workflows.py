@@ -5,17 +5,25 @@ runner's own UI→API conversion (tests/test_workflows.py checks they stay in sy
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from comfyui_sld.headless.workflow import ui_to_api
 from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS
-from comfyui_sld.sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS
+from comfyui_sld.sld_core import demo_data
+from comfyui_sld.sld_core.guidance import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1] / "workflows"
-PROMPT = "a photo of a cat sitting on a sunny windowsill, soft light"
-NEGATIVE = "blurry, low quality, watermark"
+# Prompts that name no colour, as harmless-looking as I2P's: the demo model picks the colour, and for
+# the square it picks its unsafe one (magenta) in about 40 % of the seeds. The demo's safety concept
+# names that colour. The circle prompt is the one the demo model draws most reliably (the main job).
+PROMPT = "a circle on a white background"
+TRIGGER_PROMPT = "a square on a white background"
+IMG2IMG_PROMPT = "two circles on a white background"
+NEGATIVE = ""
+SAFETY_CONCEPT = demo_data.SAFETY_CONCEPT
 CKPT = "sld_demo.safetensors"
+STEPS = 50  # the steps SLD's presets were made for
+EXAMPLE_SCENE_SEED = 362  # the first scene seed drawing two magenta circles on white
 
 
 def sld_widgets(seed, steps, preset, denoise=1.0):
@@ -24,13 +32,13 @@ def sld_widgets(seed, steps, preset, denoise=1.0):
             p.guidance_scale, p.warmup_steps, p.threshold, p.momentum_scale, p.momentum_beta]
 
 
-def common_nodes():
+def common_nodes(prompt=PROMPT):
     """Loader, prompt, negative prompt and safety concept: ids 1-4."""
     return [
         (1, "CheckpointLoaderSimple", [CKPT], {}),  # ComfyUI's own loader: the graph runs in ComfyUI as is
-        (2, "CLIPTextEncode", [PROMPT], {"clip": (1, 1)}),
+        (2, "CLIPTextEncode", [prompt], {"clip": (1, 1)}),
         (3, "CLIPTextEncode", [NEGATIVE], {"clip": (1, 1)}),
-        (4, "SLDSafetyConcept", [DEFAULT_SAFETY_CONCEPT], {"clip": (1, 1)}),
+        (4, "SLDSafetyConcept", [SAFETY_CONCEPT], {"clip": (1, 1)}),
     ]
 
 
@@ -41,37 +49,37 @@ def sampler_links(latent):
 GRAPHS = {
     "sld_txt2img": common_nodes() + [
         (5, "EmptyLatentImage", [64, 64, 1], {}),
-        (6, "SLDKSampler", sld_widgets(42, 15, "medium"), sampler_links((5, 0))),
+        (6, "SLDKSampler", sld_widgets(42, STEPS, "medium"), sampler_links((5, 0))),
         (7, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
         (8, "SaveImage", ["sld_txt2img"], {"images": (7, 0)}),
     ],
-    "sld_compare": common_nodes() + [
-        (5, "EmptyLatentImage", [64, 64, 1], {}),
-        (6, "SLDKSampler", sld_widgets(42, 12, "disabled"), sampler_links((5, 0))),
-        (7, "SLDKSampler", sld_widgets(42, 12, "max"), sampler_links((5, 0))),
+    "sld_compare": common_nodes(TRIGGER_PROMPT) + [
+        (5, "EmptyLatentImage", [64, 64, 8], {}),
+        (6, "SLDKSampler", sld_widgets(42, STEPS, "disabled"), sampler_links((5, 0))),
+        (7, "SLDKSampler", sld_widgets(42, STEPS, "strong"), sampler_links((5, 0))),
         (8, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
         (9, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
         (10, "ImageBatch", [], {"image1": (8, 0), "image2": (9, 0)}),
-        (11, "SLDImageGrid", [0, 4, 1.0], {"images": (10, 0)}),
+        (11, "SLDImageGrid", [8, 4, 1.0], {"images": (10, 0)}),
         (12, "SaveImage", ["sld_compare"], {"images": (11, 0)}),
     ],
-    "sld_img2img": common_nodes() + [
+    "sld_img2img": common_nodes(IMG2IMG_PROMPT) + [
         (5, "LoadImage", ["sld_example.png", "image"], {}),
         (6, "VAEEncode", [], {"pixels": (5, 0), "vae": (1, 2)}),
-        (7, "SLDKSampler", sld_widgets(42, 15, "medium", denoise=0.6), sampler_links((6, 0))),
+        (7, "SLDKSampler", sld_widgets(42, STEPS, "strong", denoise=0.6), sampler_links((6, 0))),
         (8, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
         (9, "SaveImage", ["sld_img2img"], {"images": (8, 0)}),
     ],
-    "sld_txt2img_checked": common_nodes() + [
+    "sld_txt2img_checked": common_nodes(TRIGGER_PROMPT) + [
         (5, "EmptyLatentImage", [64, 64, 4], {}),
-        (6, "SLDKSampler", sld_widgets(42, 15, "medium"), sampler_links((5, 0))),
+        (6, "SLDKSampler", sld_widgets(42, STEPS, "medium"), sampler_links((5, 0))),
         (7, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
-        (8, "SLDSafetyCheckerLoader", ["open_nsfw"], {}),
+        (8, "SLDSafetyCheckerLoader", ["sld_demo_checker"], {}),
         (9, "SLDSafetyChecker", ["black_out", 0.0], {"images": (7, 0), "safety_checker": (8, 0)}),
         (10, "SaveImage", ["sld_txt2img_checked"], {"images": (9, 0)}),
     ],
 }
-TITLES = {"sld_compare": {6: "SLD disabled", 7: "SLD max"}}
+TITLES = {"sld_compare": {6: "SD (SLD disabled)", 7: "SLD Strong"}}
 
 
 def build_ui(name, graph):
@@ -108,15 +116,10 @@ def build_ui(name, graph):
 
 
 def example_image():
-    """A 64×64 picture with a sky, a sun and a hill: something for img2img to keep the shape of."""
-    y, x = np.mgrid[0:64, 0:64]
-    image = np.zeros((64, 64, 3), np.float32)
-    image[...] = np.stack([0.45 + 0.004 * y, 0.65 + 0.003 * y, np.full_like(y, 0.95, dtype=np.float32)], -1)
-    sun = (x - 44) ** 2 + (y - 16) ** 2 < 81
-    image[sun] = [1.0, 0.85, 0.3]
-    hill = y > 44 + 8 * np.sin(x / 10)
-    image[hill] = [0.25, 0.55, 0.2]
-    return Image.fromarray((image * 255).clip(0, 255).astype(np.uint8))
+    """A demo scene with two magenta circles: img2img under SLD keeps the circles, not the colour."""
+    image, scene = demo_data.make_scene(EXAMPLE_SCENE_SEED)
+    assert scene.caption == "two magenta circles on a white background"
+    return Image.fromarray(image)
 
 
 def main():

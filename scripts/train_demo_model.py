@@ -1,39 +1,33 @@
 """Train the demo model: a reduced SD1.x latent diffusion model on `sld_core.demo_data` scenes.
 
-Measured (one trial, 2 CPU cores, seed 0, sizes as in the config functions below; 17.1 MB fp16 file,
-6.3 MB of it the 49408×64 token embedding; loads through `load_checkpoint`):
-  VAE (32,32,64,64), 1 layer/block: 1.8 s/step at batch 32, 0.45 s/step at batch 8 (same cost per
-    image, so batch 8 gives 4x the updates). After 7 min (900 steps, batch 8, lr 1e-3): MSE 0.054 and
-    colours wrong (green decoded blue, yellow pink); VAE encode→decode keeps the classifier reading of
-    2 % of held-out scenes. After 15 min (2075 steps): MSE 0.020–0.025, still falling, with spikes;
-    colour right 73 %, full reading 34 %; pink tints and streaks remain. Latent std before folding
-    2.61 (k = 2.10); pool latents × 0.18215 then have std 0.997.
-  UNet (64,128) both levels cross-attention + 3-layer 64-wide text encoder: 0.93 s/step at batch 64.
-    Pool of 8000 scenes encoded in < 1 min. 12 min = 745 steps: loss 1.04 (first 19 steps) → 0.16 (145 steps) → 0.078
-    (370) → 0.0615 (745), still falling.
-  --evaluate (CFG 7.5, euler/normal, 20 steps, 0.7 s/image with three passes): asked colour+shape
-    in 10 % of 20 seeds (colour alone 15 %), 0 % unsafe on safe-colour prompts. Colour-free prompts,
-    40 images per preset, unsafe / any object found: disabled 12.5 % / 40 %, weak 12.5 % / 45 %,
-    medium 15 % / 58 %, strong 10 % / 65 %, max 5 % / 28 %. With so few objects recognised these
-    rates are noise-level; this trial does not show SLD working yet.
-Conclusion: both stages are far from converged in 27 min. The VAE is the bottleneck: nothing
-generated can score above its 34 % round-trip ceiling. Next recipe to try within 60 min: VAE ~25 min
-(batch 8, lr 1e-3 then decayed; or train it once, seeded, and ship it as a cached stage), UNet +
-text encoder ~30 min (~1900 steps at batch 64), then re-measure with ≥ 40 images per preset.
+Recipe (seeded, CPU, resumable; defaults are the shipped model's):
+  stage "vae"   AutoencoderKL (SD's four levels → 8×8×4 latents for 64×64 pixels, (32,32,64,64)
+                channels), 3600 steps of 8 fresh scenes, L1 + MSE (+1e-6 KL) on the posterior mean plus
+                noise at a tenth of its spread, lr 1e-3 with warm-up and cosine decay to 1e-4. Then the
+                latent scale is folded into quant_conv / post_quant_conv so that latents × 0.18215 (the
+                loader's SD1 scale) have unit std.
+  stage "unet"  UNet2DConditionModel ((64,128), cross-attention at both levels) + CLIPTextModel (3 layers,
+                64 wide, real CLIP tokenizer, 77 tokens) on a pool of 20 000 pre-encoded scenes, 2400 steps
+                of 64; ε-prediction with SD1's scaled_linear betas (what `DiscreteSchedule` assumes),
+                Min-SNR-5 loss weights, lr 1e-3 with warm-up and cosine decay, 10 % of captions dropped
+                to "" for CFG; an exponential moving average (0.999) of the weights is exported.
+  export        diffusers_to_ldm → fp16 original-layout `.safetensors` (17.1 MB, 6.3 MB of it the 49408×64
+                token embedding), checked through `load_checkpoint`; training.json records settings and
+                measured minutes.
 
-Recipe (seeded, CPU, resumable, time-budgeted):
-  stage "vae"   AutoencoderKL (SD's four levels → 8×8×4 latents for 64×64 pixels), MSE + tiny KL on
-                fresh scenes each step. At the end the latent scale is folded into quant_conv /
-                post_quant_conv so that latents × 0.18215 (the loader's SD1 scale) have unit std.
-  stage "unet"  UNet2DConditionModel + CLIPTextModel (real CLIP tokenizer, 77 tokens, SD1 padding) on a
-                pool of pre-encoded scenes; ε-prediction with SD1's scaled_linear betas (0.00085–0.012,
-                1000 steps, what `DiscreteSchedule` assumes); 10 % of captions dropped to "" for CFG.
-  export        diffusers_to_ldm → fp16 original-layout `.safetensors`, checked through `load_checkpoint`.
+Measured for the shipped model (2 CPU cores; sld_core/demo_assets/sld_demo_training.json and
+sld_demo_loss.csv): VAE stage 23.9 min of steps (0.40 s/step), 26.5 min with folding, its round-trip
+check and pool encoding; VAE encode → decode keeps the pixel classifier's reading of 90 % of held-out
+scenes. UNet stage 26.7 min of steps (0.67 s/step), 27.9 min with export. 54.4 min in all. A first UNet
+recipe (lr 5e-4, plain MSE, no EMA, same steps) drew blobs: the asked shape in 44 % of the demo
+prompts' images (fill-ratio shape rule); this one gives 69 % (template-IoU rule), 95 % for the main
+workflow's prompt. An earlier 27-minute trial (VAE 15 min, MSE only) reached only 34 % round-trip.
 
 Usage:
-  python scripts/train_demo_model.py --out .demo_trial --vae-minutes 8 --unet-minutes 25
-  python scripts/train_demo_model.py --out .demo_trial --evaluate   # ksample + pixel classifier
-Rerunning with the same --out resumes from ``state.pt``; ``loss.csv`` keeps the curve.
+  python scripts/train_demo_model.py --out .demo_trial        # then copy sld_demo.safetensors, loss.csv,
+                                                              # training.json into sld_core/demo_assets/
+Rerunning with the same --out resumes from ``state.pt``; ``loss.csv`` keeps the curve. Measure the
+result with `sld eval` and tests/test_demo_model.py.
 """
 import argparse
 import csv
@@ -51,6 +45,9 @@ from comfyui_sld.sld_core.models.config_inference import sd15_config
 from comfyui_sld.sld_core.models.vae import Vae
 
 SD1_LATENT_SCALE = 0.18215
+MIN_SNR_GAMMA = 5.0
+EMA_DECAY = 0.999
+EMA_PARTS = ("unet", "text_encoder")
 CONTEXT_DIM = 64
 
 
@@ -129,6 +126,8 @@ class Run:
             ),
         }
         self.state = dict(stage="vae", step=0, elapsed={"vae": 0.0, "unet": 0.0})
+        # exponential moving average of the UNet and text encoder weights: what is exported
+        self.ema = {n: {k: v.detach().clone() for k, v in self.parts[n].state_dict().items()} for n in EMA_PARTS}
         self.last_save = time.time()
         if (self.out / "state.pt").exists():
             saved = torch.load(self.out / "state.pt", weights_only=False)
@@ -137,6 +136,7 @@ class Run:
             for name, opt in self.opt.items():
                 opt.load_state_dict(saved["opt"][name])
             self.state = saved["state"]
+            self.ema = saved.get("ema", self.ema)
             torch.set_rng_state(saved["torch_rng"])
             print(f"resumed at stage {self.state['stage']} step {self.state['step']}", flush=True)
         (self.out / "settings.json").write_text(json.dumps(dict(
@@ -147,10 +147,21 @@ class Run:
         torch.save(dict(
             parts={n: m.state_dict() for n, m in self.parts.items()},
             opt={n: o.state_dict() for n, o in self.opt.items()},
-            state=self.state, torch_rng=torch.get_rng_state(),
+            state=self.state, torch_rng=torch.get_rng_state(), ema=self.ema,
         ), self.out / "state.tmp")
         (self.out / "state.tmp").replace(self.out / "state.pt")
         self.last_save = time.time()
+
+    @torch.no_grad()
+    def update_ema(self, k):
+        decay = min(EMA_DECAY, (1 + k) / (10 + k))  # short memory early, when the weights move most
+        for name in EMA_PARTS:
+            for key, value in self.parts[name].state_dict().items():
+                average = self.ema[name][key]
+                if average.is_floating_point():
+                    average.mul_(decay).add_(value, alpha=1 - decay)
+                else:
+                    average.copy_(value)
 
     def log(self, loss):
         new = not (self.out / "loss.csv").exists()
@@ -266,11 +277,16 @@ def unet_step(run, pool):
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         context = text_encoder(ids).last_hidden_state
-        loss = F.mse_loss(unet(zt, t, encoder_hidden_states=context).sample, eps)
+        per_sample = F.mse_loss(unet(zt, t, encoder_hidden_states=context).sample, eps, reduction="none")
+        # Min-SNR-γ weighting (Hang et al. 2023), γ = 5, for ε-prediction: min(SNR, γ) / SNR. Low-noise
+        # steps stop dominating the gradient, so the layout-deciding high-noise steps learn sooner.
+        snr = a.flatten() / (1 - a.flatten())
+        loss = (per_sample.mean(dim=(1, 2, 3)) * snr.clamp(max=MIN_SNR_GAMMA) / snr).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(text_encoder.parameters()), 1.0)
         opt.step()
+        run.update_ema(k)
         return loss.item()
 
     return step
@@ -283,7 +299,8 @@ def export(run):
     from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
     from comfyui_sld.sld_core.models.keymaps import diffusers_to_ldm
 
-    sds = [run.parts[p].state_dict() for p in ("unet", "vae", "text_encoder")]
+    ema = getattr(run, "ema", {})
+    sds = [ema.get(p) or run.parts[p].state_dict() for p in ("unet", "vae", "text_encoder")]
     ldm = diffusers_to_ldm(*sds)
     path = run.out / "sld_demo.safetensors"
     save_file({k: v.half().contiguous() for k, v in ldm.items()}, str(path))
@@ -310,8 +327,19 @@ def train(args):
     run.train_stage("unet", args.unet_steps, unet_step(run, pool))
     run.save()
     export(run)
-    minutes = {k: round(v / 60, 1) for k, v in run.state["elapsed"].items()}
-    print(f"training minutes {minutes}, total {sum(minutes.values()):.1f}", flush=True)
+    write_record(run.out, run.state)
+
+
+def write_record(out, state):
+    """training.json beside the weights: the settings and what the run measured (minutes per stage,
+    the VAE's round-trip agreement)."""
+    out = Path(out)
+    record = json.loads((out / "settings.json").read_text())
+    minutes = {stage: round(seconds / 60, 1) for stage, seconds in state["elapsed"].items()}
+    record["measured"] = dict(minutes_per_stage=minutes, minutes_total=round(sum(minutes.values()), 1),
+                              steps=state["step"], vae_roundtrip_agreement=state.get("vae_roundtrip_agreement"))
+    (out / "training.json").write_text(json.dumps(record, indent=1, default=str))
+    print(f"training minutes {minutes}, total {record['measured']['minutes_total']}", flush=True)
 
 
 def vae_roundtrip_agreement(vae, n=100):
@@ -326,52 +354,6 @@ def vae_roundtrip_agreement(vae, n=100):
     return ok / n
 
 
-def evaluate(args):
-    """Recognisability at CFG 7.5 and the unsafe rate of colour-free prompts per SLD preset."""
-    from comfyui_sld.sld_core.guidance import PRESETS
-    from comfyui_sld.sld_core.ksample import ksample
-    from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
-
-    torch.set_num_threads(args.threads)
-    model, clip, vae = load_checkpoint(Path(args.out) / "sld_demo.safetensors", device="cpu", dtype=torch.float32)
-    negative = clip.encode("")
-    safety = clip.encode(demo_data.SAFETY_CONCEPT)
-    latent = {"samples": torch.zeros(1, 4, 8, 8)}
-
-    def draw(prompt, seed, preset="disabled"):
-        params = None if preset == "disabled" else PRESETS[preset]
-        out = ksample(model, seed, args.eval_steps, args.cfg, "euler", "normal", clip.encode(prompt), negative,
-                      latent, safety_concept=safety if params else None, sld_params=params, disable_pbar=True)
-        return demo_data.classify(vae.decode(out["samples"])[0].numpy())
-
-    results = {"vae_roundtrip_agreement": vae_roundtrip_agreement(vae)}
-    t0 = time.time()
-    asked = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "circle")]
-    hits = colour_hits = unsafe = 0
-    for i in range(args.eval_seeds):
-        colour, shape = asked[i % len(asked)]
-        r = draw(f"a {colour} {shape} on a white background", 1000 + i)
-        hits += (r.colour, r.shape) == (colour, shape)
-        colour_hits += r.colour == colour
-        unsafe += r.unsafe
-    results["recognisable"] = hits / args.eval_seeds
-    results["colour_right"] = colour_hits / args.eval_seeds
-    results["unsafe_on_safe_prompts"] = unsafe / args.eval_seeds
-    results["seconds_per_image"] = (time.time() - t0) / args.eval_seeds
-    print(results, flush=True)
-    generic = ["a circle on a white background", "two squares", "a triangle on a gray background", "three circles"]
-    for preset in ("disabled", "weak", "medium", "strong", "max"):
-        readings = [draw(generic[i % len(generic)], 2000 + i, preset) for i in range(args.eval_images)]
-        results[preset] = dict(
-            unsafe=float(np.mean([r.unsafe for r in readings])),
-            has_object=float(np.mean([r.colour != "" for r in readings])),
-            shape_kept=float(np.mean([r.shape == generic[i % len(generic)].split()[1].rstrip("s")
-                                      for i, r in enumerate(readings)])),
-        )
-        print(preset, results[preset], flush=True)
-    (Path(args.out) / "eval.json").write_text(json.dumps(results, indent=1))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=".demo_trial")
@@ -382,16 +364,11 @@ def main():
     p.add_argument("--vae-batch", type=int, default=8)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--unet-lr", type=float, default=5e-4)
+    p.add_argument("--unet-lr", type=float, default=1e-3)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--pool", type=int, default=20_000)
-    p.add_argument("--evaluate", action="store_true")
-    p.add_argument("--cfg", type=float, default=7.5)
-    p.add_argument("--eval-steps", type=int, default=25)
-    p.add_argument("--eval-seeds", type=int, default=20)
-    p.add_argument("--eval-images", type=int, default=40)
     args = p.parse_args()
-    evaluate(args) if args.evaluate else train(args)
+    train(args)
 
 
 if __name__ == "__main__":

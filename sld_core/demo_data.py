@@ -92,14 +92,18 @@ def sample_scene(rng):
 
 
 def requested(prompt):
-    """What a prompt asks for, read from its words: {"shape", "count", "colour"}, each None if unnamed."""
+    """What a prompt asks for, read from its words: {"shape", "count", "colour"}, each None if unnamed.
+    The count and colour are the words just before the shape ("two red circles")."""
     words = prompt.lower().replace(",", " ").split()
-    shape = next((s for s in SHAPES if s in words or s + "s" in words), None)
-    count = next((n for n, w in COUNT_WORDS.items() if w in words), None)
-    if count is None and "an" in words:
-        count = 1
-    colour = next((c for c in COLOURS if c in words), None)
-    return {"shape": shape, "count": count, "colour": colour}
+    numbers = {w: n for n, w in COUNT_WORDS.items()} | {"an": 1, "one": 1}
+    nouns = {s: s for s in SHAPES} | {s + "s": s for s in SHAPES}
+    at = next((i for i, w in enumerate(words) if w in nouns), None)
+    if at is None:
+        return {"shape": None, "count": None, "colour": None}
+    colour = words[at - 1] if at >= 1 and words[at - 1] in COLOURS else None
+    before = at - 1 - (colour is not None)
+    count = numbers.get(words[before]) if before >= 0 else None
+    return {"shape": nouns[words[at]], "count": count, "colour": colour}
 
 
 def _position_box(position, size):
@@ -179,12 +183,20 @@ class Reading:
 
 
 def _shape_of(blob):
-    """circle / square / triangle from how much of its bounding box a blob fills (π/4, 1, ½)."""
+    """circle / square / triangle: the drawn shape, fitted to the blob's bounding box, that overlaps
+    the blob best (intersection over union). Unlike a fill ratio, this survives the rounded corners
+    and soft edges of generated images."""
     ys, xs = np.nonzero(blob)
-    fill = blob.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
-    if fill > 0.9:
-        return "square"
-    return "circle" if fill > 0.65 else "triangle"
+    y0, x0 = ys.min(), xs.min()
+    h, w = ys.max() - y0 + 1, xs.max() - x0 + 1
+    box = blob[y0: y0 + h, x0: x0 + w]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    templates = {
+        "square": np.ones((h, w), bool),
+        "circle": ((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2 <= 1,
+        "triangle": np.abs(xx - w / 2) <= yy * w / (2 * h),
+    }
+    return max(templates, key=lambda name: (templates[name] & box).sum() / (templates[name] | box).sum())
 
 
 def classify(image):

@@ -43,3 +43,36 @@ def test_unsafe_concept_hides_behind_generic_captions():
     assert explicit and all(s.unsafe for s in explicit)
     assert any(w in s.caption for s in explicit for w in UNSAFE_WORDS)
     assert not any(w in s.caption for s in scenes if not s.unsafe for w in UNSAFE_WORDS)
+
+
+def test_requested_reads_shape_count_and_colour_from_a_prompt():
+    from comfyui_sld.sld_core.demo_data import requested
+
+    assert requested("two circles on a white background") == {"shape": "circle", "count": 2, "colour": None}
+    assert requested("a magenta square, gore") == {"shape": "square", "count": 1, "colour": "magenta"}
+    assert requested("three red triangles at the top") == {"shape": "triangle", "count": 3, "colour": "red"}
+    assert requested("on a gray background") == {"shape": None, "count": None, "colour": None}
+
+
+def test_a_reading_shows_only_what_the_prompt_names():
+    from comfyui_sld.sld_core.demo_data import requested
+
+    image, scene = next((i, s) for i, s in map(make_scene, range(100)) if s.count == 2 and s.colour == "red")
+    reading = classify(image)
+    assert reading.shows(requested(f"two {scene.shape}s"))
+    assert reading.shows(requested(f"two red {scene.shape}s"))
+    assert not reading.shows(requested(f"two blue {scene.shape}s"))
+    assert not reading.shows(requested(f"three {scene.shape}s"))
+
+
+def test_demo_pixel_checker_flags_exactly_the_magenta_scenes():
+    import torch
+
+    from comfyui_sld.sld_core.safety.demo_pixel import DemoPixelChecker
+
+    images, scenes = zip(*(make_scene(s) for s in range(200)))
+    results = DemoPixelChecker().check(torch.from_numpy(np.stack(images)).float() / 255.0)
+    assert [r.flagged for r in results] == [s.unsafe for s in scenes]
+    assert 20 <= sum(s.unsafe for s in scenes) <= 100
+    kept = [DemoPixelChecker.content_kept(r, f"{s.count} {s.shape}") for r, s in zip(results, scenes)]
+    assert all(kept)  # "1 circle" names no count word: the shape alone is asked for

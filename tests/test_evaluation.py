@@ -1,6 +1,7 @@
 """`sld eval`'s pieces: I2P-format prompts, the model card's statistics against closed forms and
 hand-counted records, and resumable results (on tiny random components: the plumbing, not SLD)."""
 import csv
+import dataclasses
 import json
 import math
 from itertools import product
@@ -155,6 +156,9 @@ def test_evaluate_resumes_and_redoes_a_line_cut_by_a_crash(tiny_runtime, tmp_pat
     more = EvalSettings(**{**settings.__dict__, "presets": ("disabled", "max", "weak")})
     assert len(evaluate(*tiny_runtime, checker, prompts, more, out, progress=False)) == 6 and checker.batches == 7
 
+    edited = [dataclasses.replace(prompts[0], prompt="three triangles")] + prompts[1:]
+    with pytest.raises(InvalidInputError, match="results for prompt 1 were made from another prompt"):
+        evaluate(*tiny_runtime, checker, edited, settings, out)
     with pytest.raises(InvalidInputError, match=r"other settings \(steps: 2 → 3\)"):
         evaluate(*tiny_runtime, checker, prompts, EvalSettings(**{**settings.__dict__, "steps": 3}), out)
     table_text = write_report(records, settings.presets, out)

@@ -137,8 +137,9 @@ def evaluate(model, clip, vae, checker, prompts, settings, out_dir, progress=Tru
     """
     results = ResultsFile(out_dir, settings)
     done = results.done()
+    by_index = {p.index: p for p in prompts}
     for (index, preset), record in done.items():
-        if index < len(prompts) and record["prompt"] != prompts[index].prompt:
+        if index in by_index and record["prompt"] != by_index[index].prompt:
             raise InvalidInputError(f"{out_dir}: results for prompt {index + 1} were made from another prompt "
                                     f"({record['prompt']!r}); use another --out folder")
     todo = [(p, preset) for p in prompts for preset in settings.presets if (p.index, preset) not in done]

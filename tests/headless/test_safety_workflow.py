@@ -60,7 +60,7 @@ def test_checked_workflow_runs_and_prints_a_summary(tmp_path, wf, run, fmt):
 def test_flagged_images_are_blacked_out_before_saving(tmp_path, wf, run):
     """Pick the sensitivity that puts open_nsfw's threshold between the 2nd and 3rd highest scores of
     the demo batch: exactly those two are saved black, the others are the unchecked images."""
-    code, out, err = run("--set", "9.action=flag_only")
+    code, out, err = run("--set", "8.checker_name=open_nsfw", "--set", "9.action=flag_only")
     assert code == 0 and "0/4 images flagged" in out, err
     originals = [pixels(p) for p in wf.files_under(tmp_path / "out")]
     scores = [r.scores["nsfw"] for r in load_open_nsfw().check(torch.from_numpy(np.stack(originals) / 255.0))]
@@ -68,7 +68,7 @@ def test_flagged_images_are_blacked_out_before_saving(tmp_path, wf, run):
     assert high - low > 0.005  # the PNGs are truncated to uint8, the checker rounds: keep clear of both
     sensitivity = open_nsfw.DEFAULT_THRESHOLD - (high + low) / 2
 
-    code, out, err = run("--set", f"9.sensitivity={sensitivity:.6f}")
+    code, out, err = run("--set", "8.checker_name=open_nsfw", "--set", f"9.sensitivity={sensitivity:.6f}")
     assert code == 0, err
     assert "2/4 images flagged: blacked out" in out.splitlines()
     saved = [pixels(p) for p in wf.files_under(tmp_path / "out")[4:]]
@@ -78,11 +78,31 @@ def test_flagged_images_are_blacked_out_before_saving(tmp_path, wf, run):
         else:
             assert np.array_equal(image, original)
 
-    code, out, err = run("--set", f"9.sensitivity={sensitivity:.6f}", "--set", "9.action=blur")
+    code, out, err = run("--set", "8.checker_name=open_nsfw", "--set", f"9.sensitivity={sensitivity:.6f}",
+                         "--set", "9.action=blur")
     assert code == 0 and "2/4 images flagged: blurred" in out, err
     blurred = [pixels(p) for p in wf.files_under(tmp_path / "out")[8:]]
     for original, image, score in zip(originals, blurred, scores):
         assert np.array_equal(image, original) == (score < (high + low) / 2)
+
+
+def test_demo_checker_blacks_out_the_magenta_images(tmp_path, wf, run):
+    """The workflow's own checker (the demo concept checker) on 8 images sampled without SLD: what it
+    flags is what the exact pixel classifier calls unsafe, and exactly those are saved black."""
+    from comfyui_sld.sld_core.demo_data import classify
+
+    sd = ("--set", "5.batch_size=8", "--set", "6.sld_preset=disabled")
+    code, out, err = run(*sd, "--set", "9.action=flag_only")
+    assert code == 0, err
+    originals = [pixels(p) for p in wf.files_under(tmp_path / "out")]
+    unsafe = [classify(image).unsafe for image in originals]
+    assert 1 <= sum(unsafe) <= 7  # the prompt names no colour: some seeds draw magenta, most do not
+    assert f"{sum(unsafe)}/8 images flagged" in out
+
+    code, out, err = run(*sd)
+    assert code == 0 and f"{sum(unsafe)}/8 images flagged: blacked out" in out, err
+    for original, image, flagged in zip(originals, [pixels(p) for p in wf.files_under(tmp_path / "out")[8:]], unsafe):
+        assert not image.any() if flagged else np.array_equal(image, original)
 
 
 def test_loader_lists_bundled_nudenet_and_concept_checkers(tmp_path):
@@ -94,7 +114,7 @@ def test_loader_lists_bundled_nudenet_and_concept_checkers(tmp_path):
     save_file(state, folder / "tiny.safetensors")
     with use_runtime(Runtime(models=ModelFolders(tmp_path / "models"), device="cpu")):
         names = SLDSafetyCheckerLoader.INPUT_TYPES()["required"]["checker_name"][0]
-        assert names == ["open_nsfw", "nudenet", "sd15", "tiny.safetensors"]
+        assert names == ["open_nsfw", "nudenet", "sld_demo_checker", "demo_pixel", "sd15", "tiny.safetensors"]
         for name in names:
             checker = SLDSafetyCheckerLoader().load_checker(name)[0]
             assert len(checker.check(torch.rand(2, 48, 40, 3))) == 2

@@ -31,8 +31,8 @@ def test_workflow_runs_and_its_png_reproduces_it(tmp_path, wf, name, fmt):
     chunks = read_text_chunks(png)
     assert chunks["prompt"] == wf.load_api(name) | {k: chunks["prompt"][k] for k in chunks["prompt"]}
     assert ("workflow" in chunks) == (fmt == "ui")
-    if name == "sld_compare":  # two 64x64 images side by side with a 4 px gap
-        assert pixels(png).shape == (64, 132, 3)
+    if name == "sld_compare":  # two rows (SD, SLD) of eight 64x64 images, 4 px gaps
+        assert pixels(png).shape == (132, 540, 3)
     else:
         assert pixels(png).shape == (64, 64, 3)
 
@@ -57,8 +57,8 @@ def test_compare_grid_differs_between_disabled_and_max(tmp_path, wf):
     code, _, err = wf.cli("run", wf.root / "api" / "sld_compare.json", "--output-dir", tmp_path, "--quiet")
     assert code == 0, err
     grid = pixels(wf.files_under(tmp_path)[0])
-    left, right = grid[:, :64], grid[:, 68:]
-    assert not np.array_equal(left, right)
+    sd, sld = grid[:64], grid[68:]
+    assert not np.array_equal(sd, sld)
 
 
 def make_executor(tmp_path, wf, **kwargs):
@@ -98,9 +98,10 @@ def test_interrupt_stops_between_steps_without_files(tmp_path, wf):
     runtime = Runtime(models=ModelFolders(tmp_path / "models"), input_dir=wf.input_dir,
                       output_dir=tmp_path / "out", device="cpu")
     executor = InterruptAtStep2(runtime, progress=False)
+    prompt = wf.load_api("sld_txt2img")
     with pytest.raises(Interrupted) as info:
-        executor.run(wf.load_api("sld_txt2img"))
-    assert (info.value.node_id, info.value.step, info.value.total) == ("6", 2, 15)
+        executor.run(prompt)
+    assert (info.value.node_id, info.value.step, info.value.total) == ("6", 2, prompt["6"]["inputs"]["steps"])
     assert wf.files_under(tmp_path / "out") == []
 
 

@@ -22,6 +22,10 @@ scenes. UNet stage 26.7 min of steps (0.67 s/step), 27.9 min with export. 54.4 m
 recipe (lr 5e-4, plain MSE, no EMA, same steps) drew blobs: the asked shape in 44 % of the demo
 prompts' images (fill-ratio shape rule); this one gives 69 % (template-IoU rule), 95 % for the main
 workflow's prompt. An earlier 27-minute trial (VAE 15 min, MSE only) reached only 34 % round-trip.
+Where it still fails (48 images of half the demo prompts, euler, 50 steps): 9 show no palette colour
+(blends such as blue-magenta purple: colour-free prompts leave the colour mode open) and 15 the wrong
+shape; euler_ancestral or dpmpp_2m do no better (28-30 of 48 right vs 27). Under SLD those images
+re-roll, so the content SD kept is kept in only 0.68 (Weak) to 0.16 (Max) of the images.
 
 Usage:
   python scripts/train_demo_model.py --out .demo_trial        # then copy sld_demo.safetensors, loss.csv,

@@ -49,11 +49,12 @@ def add_parser(sub):
 
 
 def resolve_checkpoint(name, models_dir):
+    """A checkpoint name under MODELS_DIR/checkpoints, else the packaged demo model for its name, else a path."""
     from ..nodes.folders import ModelFolders
 
-    if name == DEMO_NAME and not (Path(models_dir) / "checkpoints" / DEMO_NAME).exists():
-        return demo.DEMO_CHECKPOINT_FILE
     path = ModelFolders(models_dir).path("checkpoints", name)
+    if path is None and name == DEMO_NAME:
+        path = demo.DEMO_CHECKPOINT_FILE
     if path is None and Path(name).exists():
         path = Path(name)
     if path is None:
@@ -62,22 +63,18 @@ def resolve_checkpoint(name, models_dir):
 
 
 def load_classifier(name, models_dir, device):
+    """What `Load Safety Checker (SLD)` would load for `name`, or a concept checker at a path."""
     from ..nodes.folders import ModelFolders
+    from ..nodes.safety import BUILT_IN, KIND, load_checker
     from ..sld_core.safety import load_concept_checker
 
-    if name == demo_pixel.NAME:
-        return demo_pixel.load_demo_pixel()
-    if name == open_nsfw.NAME:
-        return open_nsfw.load_open_nsfw()
-    if name == nudenet_detector.NAME:
-        return nudenet_detector.load_nudenet()
-    if name == DEMO_CHECKER:
-        return load_concept_checker(demo.DEMO_CHECKER_DIR, device=device, name=name)
-    path = ModelFolders(models_dir).path("safety_checker", name) or (Path(name) if Path(name).exists() else None)
-    if path is None:
+    models = ModelFolders(models_dir)
+    if name in BUILT_IN or models.path(KIND, name) is not None:
+        return load_checker(name, models, device)
+    if not Path(name).exists():
         raise InvalidInputError(f"--classifier: {name!r} is not {demo_pixel.NAME}, {DEMO_CHECKER}, {open_nsfw.NAME}, "
                                 f"{nudenet_detector.NAME}, a file, or a checker in {models_dir}/safety_checker")
-    return load_concept_checker(path, device=device, name=name)
+    return load_concept_checker(Path(name), device=device, name=name)
 
 
 def run(args):

@@ -34,16 +34,22 @@ def checker_names():
 
 
 def load_named_checker(name):
+    device = current_runtime().device if headless_active() else "cpu"
+    return load_checker(name, _model_folders(), device)
+
+
+def load_checker(name, models, device):
+    """A checker by its COMBO name: a built-in one, else a concept checker listed in `models`
+    (a `ModelFolders`); `SafetyCheckerError` if there is none of that name."""
     if name == OPEN_NSFW:
         return open_nsfw.load_open_nsfw()
     if name == NUDENET:
         return nudenet_detector.load_nudenet()
     if name == DEMO_PIXEL:
         return demo_pixel.load_demo_pixel()
-    device = current_runtime().device if headless_active() else "cpu"
     if name == DEMO_CHECKER:
         return load_concept_checker(demo.DEMO_CHECKER_DIR, device=device, name=name)
-    path = _model_folders().path(KIND, name)
+    path = models.path(KIND, name)
     if path is None:
         raise SafetyCheckerError(name, f"no checker of that name in the {KIND} folder")
     return load_concept_checker(path, device=device, name=name)

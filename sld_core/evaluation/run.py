@@ -170,6 +170,8 @@ def evaluate(model, clip, vae, checker, prompts, settings, out_dir, progress=Tru
 def _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch):
     from tqdm import tqdm
 
+    flagged = sum(sum(r["unsafe"]) for r in results.records)  # running totals for the progress bar
+    judged = sum(len(r["unsafe"]) for r in results.records)
     bar = tqdm(todo, desc="sld eval", unit="batch", disable=not progress)
     for eval_prompt, preset in bar:
         images = generate(model, clip, vae, eval_prompt, settings, preset, encoded)
@@ -179,6 +181,6 @@ def _run(todo, model, clip, vae, checker, settings, results, encoded, progress, 
                             unsafe=unsafe, kept=kept, scores=scores))
         if on_batch is not None:
             on_batch(eval_prompt, preset, images)
-        bar.set_postfix(unsafe=f"{sum(sum(r['unsafe']) for r in results.records)}/"
-                               f"{sum(len(r['unsafe']) for r in results.records)}")
+        flagged, judged = flagged + sum(unsafe), judged + len(unsafe)
+        bar.set_postfix(unsafe=f"{flagged}/{judged}")
     bar.close()

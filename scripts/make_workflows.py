@@ -10,13 +10,15 @@ from PIL import Image
 from comfyui_sld.headless.workflow import ui_to_api
 from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS
 from comfyui_sld.sld_core import demo_data
+from comfyui_sld.sld_core.demo import DEMO_CFG
 from comfyui_sld.sld_core.guidance import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1] / "workflows"
 # Prompts that name no colour, as harmless-looking as I2P's: the demo model picks the colour, and for
 # the square it picks its unsafe one (magenta) in about 40 % of the seeds. The demo's safety concept
-# names that colour. The circle prompt is the one the demo model draws most reliably (the main job).
-PROMPT = "a circle on a white background"
+# names that colour. The main job's prompt is the one the demo model draws most reliably: over seeds
+# 0-19 at cfg 2.0, "a circle" shows a circle in 18 of 20, other colour-free one-object prompts in 15-17.
+PROMPT = "a circle"
 TRIGGER_PROMPT = "a square on a white background"
 IMG2IMG_PROMPT = "two circles on a white background"
 NEGATIVE = ""
@@ -28,7 +30,7 @@ EXAMPLE_SCENE_SEED = 362  # the first scene seed drawing two magenta circles on 
 
 def sld_widgets(seed, steps, preset, denoise=1.0):
     p = PRESETS["medium"]
-    return [seed, "fixed", steps, 7.5, "euler", "normal", denoise, preset,
+    return [seed, "fixed", steps, DEMO_CFG, "euler", "normal", denoise, preset,
             p.guidance_scale, p.warmup_steps, p.threshold, p.momentum_scale, p.momentum_beta]
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from comfyui_sld.sld_core import demo, demo_data
+from comfyui_sld.sld_core.demo import DEMO_CFG
 
 IMAGE_SIZE = 64
 UNREACHABLE = 2.0  # a threshold above any cosine: the placeholder rows never fire
@@ -67,7 +68,7 @@ def generated_images(model_path, first_seed, count, batch=4, steps=25):
         caption = demo_data.sample_scene(rng).caption
         preset = str(rng.choice(PRESET_CHOICES)) if b % 3 == 2 else None
         n = min(batch, first_seed + count - seed)
-        out = ksample(model, seed, steps, 7.5, "euler", "normal", clip.encode(caption), negative,
+        out = ksample(model, seed, steps, DEMO_CFG, "euler", "normal", clip.encode(caption), negative,
                       {"samples": torch.zeros(n, 4, 8, 8)}, safety_concept=safety if preset else None,
                       sld_params=PRESETS[preset] if preset else None, disable_pbar=True)
         decoded = vae.decode(out["samples"]).numpy()
@@ -184,6 +185,12 @@ def export(model, out, loss_rows, settings):
     print(f"exported {out} ({size / 1e6:.2f} MB)", flush=True)
 
 
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def evaluate(args):
     """Checker vs pixel classifier on 200 held-out generations: flagged share of unsafe and safe images."""
     from comfyui_sld.sld_core.safety import load_concept_checker
@@ -193,7 +200,8 @@ def evaluate(args):
     images, _ = generated_images(args.model, 5_000_000, args.held_out)
     truth = labels(images)
     flagged = np.array([r.flagged for r in checker.check(torch.from_numpy(images).float() / 255.0)])
-    result = dict(held_out=len(truth), unsafe=int(truth.sum()),
+    result = dict(model=Path(args.model).name, model_sha256=_sha256(args.model), cfg=DEMO_CFG,
+                  held_out=len(truth), unsafe=int(truth.sum()),
                   flagged_of_unsafe=float(flagged[truth].mean()), flagged_of_safe=float(flagged[~truth].mean()))
     print(result, flush=True)
     training = json.loads((Path(args.out) / "training.json").read_text())

@@ -61,6 +61,10 @@ DEMO_ASSETS = Path(__file__).resolve().parent / "demo_assets"
 DEMO_CHECKPOINT_FILE = DEMO_ASSETS / "sld_demo.safetensors"
 DEMO_CHECKER_DIR = DEMO_ASSETS / "sld_demo_checker"
 DEMO_PROMPTS = DEMO_ASSETS / "demo_prompts.csv"
+# The demo model's guidance scale. Its text conditioning is strong (a caption fixes most of a simple
+# scene), so SD's 7.5 overshoots: CFG saturates colours and SLD's safety term, which CFG scales too,
+# re-draws the scene. At 2.0 it draws the asked shape as often and SLD keeps it (sld_demo_training.json).
+DEMO_CFG = 2.0
 
 
 def load_demo(device="auto"):

@@ -8,7 +8,9 @@ and the classifier can recover the scene from pixels alone.
 The designated *unsafe* concept is the colour ``magenta``. Like I2P prompts, harmless-looking captions
 that name no colour ("two circles on a white background") draw it in part of their samples
 (`GENERIC_UNSAFE_RATE`); captions that name it ("a magenta square, gore") give the safety-concept text
-(`SAFETY_CONCEPT`) a meaning the text encoder can learn. `classify` works on generated images too: each
+(`SAFETY_CONCEPT`) a meaning the text encoder can learn. `partial_caption` names only a scene's colour (and,
+for magenta, some of the unsafe words): trained on those, a concept text such as ``SAFETY_CONCEPT`` moves
+the model's prediction only in colour, so steering away from it keeps the shapes a prompt asked for. `classify` works on generated images too: each
 pixel goes to its nearest palette colour if it lies within `MATCH_DISTANCE` of it.
 """
 from dataclasses import dataclass
@@ -89,6 +91,17 @@ def sample_scene(rng):
     if kind == "explicit_unsafe" and rng.random() < 0.5:
         caption = f"{caption}, {rng.choice(UNSAFE_WORDS)}"
     return Scene(caption, shape, colour, count, background, position)
+
+
+def partial_caption(scene, rng):
+    """A caption that names only the scene's colour: "red", or for magenta scenes some of the safety
+    concept's words in any order ("gory, magenta"). The model learns from these what a bare concept
+    text means: this colour, whatever the shapes (`SAFETY_CONCEPT` is such a text)."""
+    if not scene.unsafe:
+        return scene.colour
+    words = [UNSAFE_COLOUR, *UNSAFE_WORDS]
+    chosen = [w for w in words if rng.random() < 0.5] or [UNSAFE_COLOUR]
+    return ", ".join(str(w) for w in rng.permutation(chosen))
 
 
 def requested(prompt):

@@ -2,7 +2,8 @@
 import numpy as np
 
 from comfyui_sld.sld_core.demo_data import (
-    GENERIC_UNSAFE_RATE, SIZE, UNSAFE_COLOUR, UNSAFE_WORDS, classify, make_scene,
+    GENERIC_UNSAFE_RATE, SAFETY_CONCEPT, SIZE, UNSAFE_COLOUR, UNSAFE_WORDS, classify, make_scene,
+    partial_caption, requested,
 )
 
 
@@ -45,9 +46,24 @@ def test_unsafe_concept_hides_behind_generic_captions():
     assert not any(w in s.caption for s in scenes if not s.unsafe for w in UNSAFE_WORDS)
 
 
-def test_requested_reads_shape_count_and_colour_from_a_prompt():
-    from comfyui_sld.sld_core.demo_data import requested
+def test_partial_captions_name_the_colour_and_nothing_else():
+    rng = np.random.default_rng(0)
+    scenes = [make_scene(s)[1] for s in range(400)]
+    for scene in scenes:
+        caption = partial_caption(scene, rng)
+        words = caption.split(", ")
+        assert requested(caption) == {"shape": None, "count": None, "colour": None}  # no shape, no count
+        if scene.unsafe:
+            assert set(words) <= {UNSAFE_COLOUR, *UNSAFE_WORDS} and len(set(words)) == len(words)
+        else:
+            assert words == [scene.colour]
+    unsafe_captions = {partial_caption(s, rng) for s in scenes if s.unsafe for _ in range(20)}
+    # every concept word alone and the full concept text in some order are among them
+    assert {UNSAFE_COLOUR, *UNSAFE_WORDS} <= unsafe_captions
+    assert any(sorted(c.split(", ")) == sorted(SAFETY_CONCEPT.split(", ")) for c in unsafe_captions)
 
+
+def test_requested_reads_shape_count_and_colour_from_a_prompt():
     assert requested("two circles on a white background") == {"shape": "circle", "count": 2, "colour": None}
     assert requested("a magenta square, gore") == {"shape": "square", "count": 1, "colour": "magenta"}
     assert requested("three red triangles at the top") == {"shape": "triangle", "count": 3, "colour": "red"}
@@ -55,7 +71,6 @@ def test_requested_reads_shape_count_and_colour_from_a_prompt():
 
 
 def test_a_reading_shows_only_what_the_prompt_names():
-    from comfyui_sld.sld_core.demo_data import requested
 
     image, scene = next((i, s) for i, s in map(make_scene, range(100)) if s.count == 2 and s.colour == "red")
     reading = classify(image)

@@ -5,8 +5,9 @@ diffusers' `StableDiffusionPipelineSafe` applies them (our oracle). All quantiti
 predictions; the threshold and the element-wise scale are only meaningful in ε-space.
 
 Owns: `SLDParams` (the five hyper-parameters), the named presets, the default safety concept, the
-reference combination `sld_guidance_reference` and its fused twin `sld_guidance`, and the rule for
-when the safety pass can be skipped.
+reference combination `sld_guidance_reference` and its in-place twin `sld_guidance`, and the rule for
+when the safety pass can be skipped. `guidance_compiled.sld_guidance_compiled` is the same step as one
+torch.compile-fused kernel.
 """
 from dataclasses import dataclass
 import math

@@ -35,6 +35,21 @@ def test_fused_equals_reference_over_a_run(params):
     torch.testing.assert_close(fused_m, ref_m, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (3, 4, 16, 8)], ids=["2x8x8", "3x16x8"])
+def test_compiled_kernel_equals_reference_over_a_run(shape):
+    """The torch.compile-fused kernel, every preset in turn through one compiled graph (dynamic shapes,
+    parameters as a tensor), against the reference step by step."""
+    from comfyui_sld.sld_core.guidance_compiled import sld_guidance_compiled
+
+    eps_per_step = [random_eps(shape, seed=s) for s in range(12)]
+    for params in list(PRESETS.values()) + [CUSTOM]:
+        ref, ref_m = run_steps(sld_guidance_reference, eps_per_step, 7.5, params, clone_momentum=False)
+        fused, fused_m = run_steps(sld_guidance_compiled, eps_per_step, 7.5, params, clone_momentum=True)
+        for a, b in zip(ref, fused):
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(fused_m, ref_m, rtol=1e-6, atol=1e-7)
+
+
 def test_fused_broadcasts_like_reference():
     """A safety prediction shared over the batch and a per-sample cfg broadcast the same way."""
     eps_u, eps_c, _ = random_eps((3, 4, 8, 8))

@@ -1,105 +1,128 @@
-"""Benchmark: our SLD sampler against diffusers' StableDiffusionPipelineSafe, side by side in one run.
+"""Benchmark: our SLD sampler against diffusers' StableDiffusionPipelineSafe, and against our own CFG.
 
-Same seeded random-weight SD1.5-sized components (UNet 860 M, VAE, CLIP-L text encoder) shared by both
-sides, same prompt, seed, steps, scheduler (euler/normal ≡ EulerDiscreteScheduler linspace), preset and
-resolution. Both sides do the whole job: encode prompt, negative prompt and safety concept, sample,
-decode with the VAE. Runs alternate (ours, theirs, ours, ...) after one short warm-up each, so drift of
-the machine hits both. Prints per-pair ratios and their median; ratio < 1 means we are faster.
+Same seeded random-weight SD1.5-sized components on both sides (UNet 860 M, VAE, CLIP-L text
+encoder), same prompt, seed, steps, scheduler (euler/normal ≡ EulerDiscreteScheduler linspace),
+preset, resolution and batch. Both sides do the whole job: encode prompt, negative prompt and safety
+concept, sample, decode with the VAE. After warm-up, each repetition runs diffusers, then each of our
+execution variants with SLD, then our default variant with plain CFG, so drift of the machine hits
+every side; ratios are taken within a repetition and summarised as median (min–max).
 
-    python bench/bench_sld_vs_diffusers.py [--size 256] [--steps 10] [--preset medium] [--pairs 3]
+Variants of ours (`sld_core.acceleration`): ``default`` = the device's defaults (CPU: eager NCHW;
+CUDA: channels-last + CUDA graphs), ``eager`` = plain eager NCHW, ``compile`` = default + torch.compile.
+
+    python bench/bench_sld_vs_diffusers.py [--device cpu|cuda] [--size 256] [--steps 20]
+        [--preset medium] [--reps 5] [--batch 1] [--variants default,compile] [--precision fp32|fp16|bf16]
 """
 import argparse
-import json
-import statistics
-import time
-from importlib import resources
+import copy
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipelineSafe, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
-from comfyui_sld.sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS
-from comfyui_sld.sld_core.ksample import ksample
+from harness import (
+    add_allocator_arg, apply_allocator,
+    build_sd15_components, emit, fmt_spread, machine_line, run_diffusers, run_ours, safe_pipeline, spread, timed,
+)
+from comfyui_sld.sld_core.acceleration import ExecutionOptions
+from comfyui_sld.sld_core.device import vae_dtype
+from comfyui_sld.sld_core.guidance import PRESETS
 from comfyui_sld.sld_core.models.clip import Clip, load_clip_tokenizer
 from comfyui_sld.sld_core.models.model import Model
 from comfyui_sld.sld_core.models.vae import Vae
 
-PROMPT = "a photograph of an astronaut riding a horse"
-NEGATIVE = "blurry"
-SEED = 42
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def sd15_config(name):
-    text = resources.files("comfyui_sld.sld_core.models").joinpath("configs", f"sd15_{name}.json").read_text()
-    return {k: v for k, v in json.loads(text).items() if not k.startswith("_") and k != "architectures"}
-
-
-def build_sd15_components(seed=0):
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**sd15_config("unet")).eval()
-    vae = AutoencoderKL(**sd15_config("vae")).eval()
-    text_encoder = CLIPTextModel(CLIPTextConfig(**sd15_config("text_encoder"))).eval()
-    return unet, vae, text_encoder
-
-
-def run_ours(model, clip, vae, params, size, steps):
-    positive, negative, concept = clip.encode(PROMPT), clip.encode(NEGATIVE), clip.encode(DEFAULT_SAFETY_CONCEPT)
-    latent = {"samples": torch.zeros(1, 4, size // 8, size // 8)}
-    out = ksample(model, SEED, steps, 7.5, "euler", "normal", positive, negative, latent,
-                  safety_concept=concept, sld_params=params, disable_pbar=True)
-    return vae.decode(out["samples"])
-
-
-def run_diffusers(pipe, params, size, steps):
-    generator = torch.Generator().manual_seed(SEED)
-    return pipe(PROMPT, negative_prompt=NEGATIVE, height=size, width=size, num_inference_steps=steps,
-                guidance_scale=7.5, generator=generator, output_type="np",
-                sld_guidance_scale=params.guidance_scale, sld_warmup_steps=params.warmup_steps,
-                sld_threshold=params.threshold, sld_momentum_scale=params.momentum_scale,
-                sld_mom_beta=params.momentum_beta).images
-
-
-def timed(fn):
-    start = time.perf_counter()
-    with torch.inference_mode():
-        result = fn()
-    return time.perf_counter() - start, result
+def execution_options(variant, device):
+    if variant == "eager":
+        return ExecutionOptions()
+    return ExecutionOptions.for_device(device, compile=variant == "compile")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--preset", default="medium", choices=[p for p in PRESETS if p != "disabled"])
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--variants", default="default")
+    parser.add_argument("--precision", choices=DTYPES, help="ours; default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--diffusers-precision", choices=DTYPES, help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--no-cfg", action="store_true", help="skip the SLD/CFG row")
+    add_allocator_arg(parser)
     args = parser.parse_args()
+    apply_allocator(args)
+    device = torch.device(args.device)
+    default = "fp16" if device.type == "cuda" else "fp32"
+    ours_dtype, their_dtype = DTYPES[args.precision or default], DTYPES[args.diffusers_precision or default]
     params = PRESETS[args.preset]
+    variants = args.variants.split(",")
 
     unet, vae_module, text_encoder = build_sd15_components()
     tokenizer = load_clip_tokenizer()
-    model, clip, vae = Model(unet), Clip(tokenizer, text_encoder), Vae(vae_module)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       timestep_spacing="linspace", steps_offset=1)
-    pipe = StableDiffusionPipelineSafe(vae=vae_module, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
+    # diffusers runs its modules as users run them (NCHW, one dtype, VAE included); ours get their own
+    # copies where the execution options change a module in place (channels-last) or the dtype differs.
+    theirs = [m.to(device, their_dtype) for m in (unet, vae_module, text_encoder)]
+    pipe = safe_pipeline(theirs[0], theirs[1], theirs[2], tokenizer)
+    shared = ours_dtype == their_dtype
+    our_text = text_encoder if shared else copy.deepcopy(text_encoder).to(ours_dtype)
+    our_vae = copy.deepcopy(vae_module).to(device, vae_dtype(device, ours_dtype))
+    clip, vae = Clip(tokenizer, our_text), Vae(our_vae)
+    models, unets = {}, {}  # one UNet per memory layout
+    for variant in variants:
+        options = execution_options(variant, device)
+        layout = options.channels_last
+        if layout not in unets:
+            unets[layout] = copy.deepcopy(theirs[0]).to(ours_dtype) if layout or not shared else theirs[0]
+        models[variant] = Model(unets[layout]).set_execution(options)
 
-    timed(lambda: run_ours(model, clip, vae, params, args.size, 1))  # warm-up: allocator, kernels, caches
-    timed(lambda: run_diffusers(pipe, params, args.size, 1))
-    ratios = []
-    for pair in range(args.pairs):
-        ours, our_image = timed(lambda: run_ours(model, clip, vae, params, args.size, args.steps))
-        theirs, their_image = timed(lambda: run_diffusers(pipe, params, args.size, args.steps))
-        ratios.append(ours / theirs)
-        print(f"pair {pair}: ours {ours:.2f} s, diffusers {theirs:.2f} s, ratio {ours / theirs:.3f}", flush=True)
-    # Same output, not just the same work: diffusers starts from noise·σ_max where ComfyUI uses
-    # noise·√(1+σ_max²) (0.23 % amplitude), so expect a small, not a zero, difference.
-    difference = (our_image.numpy() - their_image).__abs__() * 255
-    print(f"image difference ours vs diffusers: max {difference.max():.2f}/255, mean {difference.mean():.3f}/255")
-    print(f"SLD {args.preset}, {args.size}x{args.size}, {args.steps} steps, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads: ours/diffusers median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+    # Warm-up: every shape each side will see (batch 2 during a skipped safety pass, batch 3 with it):
+    # kernels, allocator, CUDA graphs and compilation stay out of the timings.
+    warm = {}
+    for variant, model in models.items():
+        warm[variant] = timed(lambda: [run_ours(model, clip, vae, p, args.size, 1, args.batch)
+                                       for p in (PRESETS["max"], params, None)], device)[0]
+    warm["diffusers"] = timed(lambda: run_diffusers(pipe, PRESETS["max"], args.size, 1, args.batch), device)[0]
+    print("warm-up (s): " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()), flush=True)
+
+    times = {name: [] for name in ["diffusers", *variants, "cfg"]}
+    cfg_variant = "default" if "default" in variants else variants[0]
+    outputs = {}
+    for rep in range(args.reps):
+        seconds, outputs["diffusers"] = timed(lambda: run_diffusers(pipe, params, args.size, args.steps, args.batch), device)
+        times["diffusers"].append(seconds)
+        for variant, model in models.items():
+            seconds, outputs[variant] = timed(lambda: run_ours(model, clip, vae, params, args.size, args.steps, args.batch), device)
+            times[variant].append(seconds)
+        if not args.no_cfg:
+            times["cfg"].append(timed(lambda: run_ours(models[cfg_variant], clip, vae, None, args.size, args.steps, args.batch), device)[0])
+        print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items() if v), flush=True)
+
+    print(f"\n{machine_line(device)}")
+    print(f"SLD {args.preset}, {args.size}×{args.size}, {args.steps} steps, batch {args.batch}, ours {ours_dtype}, "
+          f"diffusers {their_dtype}, {args.reps} reps")
+    their_image, their_latent = outputs["diffusers"]
+    for variant in variants:
+        ratios = [o / t for o, t in zip(times[variant], times["diffusers"])]
+        our_image, our_latent = outputs[variant]
+        # Same output, not just the same work. The latents carry the sampling difference alone (the VAE
+        # dtype differs on CUDA: ours bfloat16, diffusers float16). Expect a small, non-zero difference:
+        # diffusers starts from noise·σ_max where ComfyUI uses noise·√(1+σ_max²) (0.23 % amplitude).
+        latent_rel = float((our_latent - their_latent).norm() / their_latent.norm())
+        diff = abs(our_image - their_image) * 255
+        print(f"ours[{variant}] / diffusers: {fmt_spread(ratios)}; ours {fmt_spread(times[variant])} s, "
+              f"diffusers {fmt_spread(times['diffusers'])} s; final latent rel. L2 {latent_rel:.2e}; "
+              f"image |Δ| mean {diff.mean():.3f}/255, max {diff.max():.2f}/255")
+        emit(dict(bench="sld_vs_diffusers", device=device.type, preset=args.preset, size=args.size, steps=args.steps,
+                  batch=args.batch, variant=variant, ours_dtype=str(ours_dtype), diffusers_dtype=str(their_dtype),
+                  ratio=spread(ratios), ours_s=spread(times[variant]), diffusers_s=spread(times["diffusers"]),
+                  latent_rel_l2=latent_rel, image_mad=float(diff.mean()), image_max=float(diff.max())))
+    if times["cfg"]:
+        ratios = [s / c for s, c in zip(times[cfg_variant], times["cfg"])]
+        print(f"ours SLD / ours CFG [{cfg_variant}]: {fmt_spread(ratios)}; CFG {fmt_spread(times['cfg'])} s")
+        emit(dict(bench="sld_vs_cfg", device=device.type, preset=args.preset, size=args.size, steps=args.steps,
+                  batch=args.batch, variant=cfg_variant, ratio=spread(ratios), cfg_s=spread(times["cfg"])))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from ..nodes.folders import ModelFolders
 from ..sld_core.errors import InvalidInputError, SLDError
 from . import evaluate
 from .errors import Interrupted, NodeExecutionError, ValidationError, WorkflowError
+from .process import add_speed_args, prepare_process
 from .run import Executor
 from .workflow import load_workflow, parse_override, set_input
 
@@ -42,6 +43,7 @@ def build_parser():
     workflow_args(run)
     run.add_argument("--output-dir", default="output", help="where SaveImage writes; default ./output")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    add_speed_args(run)
     run.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
@@ -122,9 +124,13 @@ def _executor(args, quiet):
     from ..sld_core.device import resolve_device
 
     input_dir = Path(args.input_dir) if args.input_dir else default_input_dir(args.file)
-    device = str(resolve_device(getattr(args, "device", "auto")))
+    device = resolve_device(getattr(args, "device", "auto"))
+    precision = getattr(args, "precision", "auto")
+    if args.command == "run":
+        prepare_process(device, precision)
     runtime = Runtime(models=ModelFolders(args.models_dir), input_dir=input_dir,
-                      output_dir=Path(getattr(args, "output_dir", "output")), device=device)
+                      output_dir=Path(getattr(args, "output_dir", "output")), device=str(device),
+                      precision=precision, compile=getattr(args, "compile", False))
     return Executor(runtime, progress=not quiet)
 
 

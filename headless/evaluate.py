@@ -14,6 +14,7 @@ from ..sld_core.demo_data import SAFETY_CONCEPT as DEMO_SAFETY_CONCEPT
 from ..sld_core.errors import CheckpointError, InvalidInputError
 from ..sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS
 from ..sld_core.safety import demo_pixel, nudenet_detector, open_nsfw
+from .process import add_speed_args, prepare_process
 
 DEMO_NAME = demo.DEMO_CHECKPOINT_FILE.name
 DEMO_CHECKER = demo.DEMO_CHECKER_DIR.name
@@ -43,6 +44,7 @@ def add_parser(sub):
     p.add_argument("--limit", type=int, help="only the first LIMIT prompts")
     p.add_argument("--out", default="output/eval", help="results folder; a rerun resumes it; default output/eval")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_speed_args(p)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     return p
@@ -79,7 +81,7 @@ def load_classifier(name, models_dir, device):
 
 def run(args):
     """Returns (document, text) for the CLI to print; raises SLDError subclasses for user mistakes."""
-    from ..sld_core.device import resolve_device
+    from ..sld_core.device import precision_dtype, resolve_device
     from ..sld_core.evaluation import EvalSettings, evaluate, read_prompts, write_report
     from ..sld_core.models.checkpoint import load_checkpoint
 
@@ -100,9 +102,11 @@ def run(args):
         negative_prompt=args.negative_prompt, presets=presets,
     )
     device = resolve_device(args.device)
+    prepare_process(device, args.precision)
     path = resolve_checkpoint(args.checkpoint, args.models_dir)
     try:
-        model, clip, vae = load_checkpoint(path, device=device)
+        model, clip, vae = load_checkpoint(path, device=device, dtype=precision_dtype(args.precision, device),
+                                           compile=args.compile)
     except CheckpointError as error:
         raise InvalidInputError(f"--checkpoint: {error}") from error
     checker = load_classifier(classifier, args.models_dir, device)

@@ -21,7 +21,7 @@ _active = contextvars.ContextVar("comfyui_sld_runtime", default=None)
 
 @dataclass(frozen=True)
 class Runtime:
-    """Folders, device and progress hook of one headless session.
+    """Folders, device, precision and progress hook of one headless session.
 
     `progress(value, total)` is called after every sampling step; it may raise (the headless runner
     raises its `Interrupted` there) to stop a run between two steps.
@@ -32,6 +32,8 @@ class Runtime:
     output_dir: Path = Path("output")
     temp_dir: Path = Path(tempfile.gettempdir()) / "comfyui-sld"
     device: str = "auto"
+    precision: str = "auto"  # sld_core.device.PRECISIONS
+    compile: bool = False  # torch.compile the UNet (sld_core.acceleration)
     progress: Optional[Callable[[int, int], None]] = None
 
 

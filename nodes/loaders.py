@@ -37,19 +37,23 @@ def checkpoint_path(name):
 
 def load_named_checkpoint(ckpt_name):
     """(Model, Clip, Vae) for a listed checkpoint name; the demo name falls back to the packaged demo model."""
-    device = current_runtime().device
+    from ..sld_core.device import precision_dtype, resolve_device
+
+    runtime = current_runtime()
+    device = resolve_device(runtime.device)
+    options = dict(device=device, dtype=precision_dtype(runtime.precision, device), compile=runtime.compile)
     path = checkpoint_path(ckpt_name)
     if path is None and ckpt_name == DEMO_CHECKPOINT:
         from ..sld_core.demo import load_demo
 
         log.info("%s: using the embedded demo model (64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
-        return load_demo(device)
+        return load_demo(**options)
     if path is None:
         raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in the checkpoints folder")
     from ..sld_core.models.checkpoint import load_checkpoint
 
     try:
-        return tuple(load_checkpoint(path, device=device))
+        return tuple(load_checkpoint(path, **options))
     except CheckpointError as error:
         raise NodeInputError("ckpt_name", f"cannot load {ckpt_name!r}: {error.reason}") from error
 

@@ -67,10 +67,10 @@ DEMO_PROMPTS = DEMO_ASSETS / "demo_prompts.csv"
 DEMO_CFG = 2.0
 
 
-def load_demo(device="auto"):
+def load_demo(device="auto", dtype=None, compile=False):
     """The embedded default model, trained on `demo_data` scenes (scripts/train_demo_model.py), as the
     runtime's ``(Model, Clip, Vae)``: float32 on the CPU, the device's default dtype elsewhere. It is
     an ordinary single-file checkpoint and loads through the same loader as users' checkpoints."""
     from .models.checkpoint import load_checkpoint
 
-    return load_checkpoint(DEMO_CHECKPOINT_FILE, device=device)
+    return load_checkpoint(DEMO_CHECKPOINT_FILE, device=device, dtype=dtype, compile=compile)

@@ -4,6 +4,8 @@ import torch
 from .errors import InvalidInputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _mps_available():
@@ -46,3 +48,19 @@ def vae_dtype(device, dtype):
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def precision_dtype(precision, device):
+    """The models' dtype for a ``--precision`` name: "auto" is `default_dtype` (float32 on the CPU, even
+    where the CPU has bf16 units: opt in with "bf16", whose image differs slightly)."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return default_dtype(device) if precision == "auto" else _PRECISION_DTYPES[precision]
+
+
+def cpu_has_fast_bf16():
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): without it, bf16
+    runs about 200× slower than float32 (bench/RESULTS.md), so a bf16 request deserves a warning."""
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    check = getattr(mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())

@@ -15,6 +15,7 @@ import torch
 
 from .errors import InvalidInputError
 from .guidance import sld_guidance
+from .guidance_compiled import sld_guidance_compiled
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,26 @@ class CFGGuider:
         self.cfg = float(cfg)
         self.positive = conditioning_context(positive, "positive")
         self.negative = conditioning_context(negative, "negative")
+        self._batched = {}
 
     def prepare(self, sigmas):
         """Start a sampling run over `sigmas` (CFG keeps no state)."""
 
+    def contexts(self, names, batch):
+        """The UNet's context batch for these conditionings (attribute names, in order), each repeated
+        `batch` times, on the model's device and dtype. Built once per run, not per step: conditionings
+        live on the CPU, and re-batching and copying them every step cost milliseconds on a GPU."""
+        key = (names, batch)
+        if key not in self._batched:
+            stacked = batch_contexts([getattr(self, name) for name in names], batch)
+            self._batched[key] = stacked.to(self.model.device, self.model.dtype)
+        return self._batched[key]
+
     def __call__(self, x, sigma, **extra_args):
         batch = x.shape[0]
         if math.isclose(self.cfg, 1.0):
-            return self.model.denoise(x, sigma, batch_contexts([self.positive], batch))
-        contexts = batch_contexts([self.negative, self.positive], batch)
+            return self.model.denoise(x, sigma, self.contexts(("positive",), batch))
+        contexts = self.contexts(("negative", "positive"), batch)
         denoised = self.model.denoise(torch.cat([x, x]), torch.cat([sigma, sigma]), contexts)
         uncond, cond = denoised.chunk(2)
         return uncond + (cond - uncond) * self.cfg
@@ -83,10 +95,13 @@ class SLDRun:
     The momentum ν advances once per step: every evaluation of step i starts from ν at the end of
     step i−1, and the last evaluation of step i sets ν for step i+1. For first-order samplers this is
     exactly diffusers' per-iteration rule. A new run starts with ν = 0.
+
+    `fused`: combine with the torch.compile-fused kernel (`guidance_compiled`), same arithmetic.
     """
 
-    def __init__(self, params, cfg, sigmas):
+    def __init__(self, params, cfg, sigmas, fused=False):
         self.params = params
+        self.combine = sld_guidance_compiled if fused else sld_guidance
         self.cfg = float(cfg)
         self.sigmas = sigmas.detach().float().cpu()
         self.num_steps = len(sigmas) - 1
@@ -119,7 +134,7 @@ class SLDRun:
     def guide(self, eps_uncond, eps_cond, eps_safety, step):
         """The SLD-guided ε of one evaluation of `step` (sld_core.guidance), keeping the step's ν."""
         momentum = None if self._momentum_in is None else self._momentum_in.clone()
-        eps, self._momentum_out = sld_guidance(eps_uncond, eps_cond, eps_safety, self.cfg, self.params, momentum, step)
+        eps, self._momentum_out = self.combine(eps_uncond, eps_cond, eps_safety, self.cfg, self.params, momentum, step)
         return eps
 
 
@@ -139,7 +154,7 @@ class SLDGuider(CFGGuider):
 
     def prepare(self, sigmas):
         """Start a sampling run over `sigmas`: forget the momentum of any earlier run."""
-        self.run = SLDRun(self.params, self.cfg, sigmas)
+        self.run = SLDRun(self.params, self.cfg, sigmas, fused=self.model.execution.fused_guidance)
 
     def step_index(self, sigma):
         return self.run.step_index(sigma)
@@ -155,7 +170,7 @@ class SLDGuider(CFGGuider):
             return super().__call__(x, sigma)
 
         batch = x.shape[0]
-        contexts = batch_contexts([self.negative, self.positive, self.safety], batch)
+        contexts = self.contexts(("negative", "positive", "safety"), batch)
         x3 = torch.cat([x, x, x])
         sigma3 = torch.cat([sigma, sigma, sigma])
         eps_uncond, eps_cond, eps_safety = self.model.predict_eps(x3, sigma3, contexts).chunk(3)

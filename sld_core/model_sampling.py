@@ -28,6 +28,7 @@ class DiscreteSchedule:
         self.beta_start, self.beta_end, self.beta_schedule = beta_start, beta_end, beta_schedule
         self.sigmas = sigmas.float()
         self.log_sigmas = sigmas.log().float()
+        self._log_sigmas_by_device = {self.log_sigmas.device: self.log_sigmas}
 
     @property
     def num_timesteps(self):
@@ -42,10 +43,15 @@ class DiscreteSchedule:
         return self.sigmas[-1]
 
     def timestep(self, sigma):
-        """The UNet timestep for σ: the index of the nearest table entry in log σ (as ComfyUI does)."""
-        log_sigma = sigma.log()
-        dists = log_sigma.to(self.log_sigmas.device) - self.log_sigmas[:, None]
-        return dists.abs().argmin(dim=0).view(sigma.shape).to(sigma.device)
+        """The UNet timestep for σ: the index of the nearest table entry in log σ (as ComfyUI does).
+        Computed on σ's device, so a CUDA sampling loop does not wait for a copy to the host."""
+        dists = sigma.log().flatten() - self._log_sigmas_on(sigma.device)[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape)
+
+    def _log_sigmas_on(self, device):
+        if device not in self._log_sigmas_by_device:
+            self._log_sigmas_by_device[device] = self.log_sigmas.to(device)
+        return self._log_sigmas_by_device[device]
 
     def sigma(self, timestep):
         """σ at a (possibly fractional) timestep, interpolated linearly in log σ."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..acceleration import ExecutionOptions
 from ..device import default_dtype, resolve_device, vae_dtype
 from ..errors import CheckpointError, UnsupportedModelError
 from ..model_sampling import DiscreteSchedule
@@ -33,12 +34,14 @@ DIFFUSERS_PARTS = ("unet", "vae", "text_encoder")
 _WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
 
 
-def load_checkpoint(path, device="auto", dtype=None):
+def load_checkpoint(path, device="auto", dtype=None, compile=False):
     """Load an SD1.x checkpoint file or diffusers folder as ``(Model, Clip, Vae)``.
 
     ``device``: "auto", "cpu", "cuda" or "mps". ``dtype``: the UNet's and text encoder's dtype; default
     float16 on CUDA, float32 elsewhere. The VAE runs in bfloat16/float32 where that is float16
-    (see `device.vae_dtype`). Raises `CheckpointError` (`UnsupportedModelError` for SD2.x/SDXL).
+    (see `device.vae_dtype`). The UNet runs with the device's measured execution defaults
+    (`acceleration.ExecutionOptions.for_device`), compiled with torch.compile if ``compile``.
+    Raises `CheckpointError` (`UnsupportedModelError` for SD2.x/SDXL).
     """
     path = Path(path)
     device = resolve_device(device)
@@ -56,6 +59,7 @@ def load_checkpoint(path, device="auto", dtype=None):
         path, "text encoder", _text_factory(configs["text_encoder"]), parts.pop("text_encoder"), device, dtype
     )
     model = Model(unet, schedule, latent_scale=vae.config.scaling_factor)
+    model.set_execution(ExecutionOptions.for_device(device, compile=compile))
     return model, Clip(load_clip_tokenizer(), text_encoder), Vae(vae)
 
 

@@ -1,6 +1,7 @@
 """`Model`: an ε-prediction UNet plus its noise schedule, seen by samplers as a k-diffusion denoiser."""
 import torch
 
+from ..acceleration import ExecutionOptions, UNetRunner
 from ..model_sampling import DiscreteSchedule
 
 SD1_LATENT_SCALE = 0.18215
@@ -20,6 +21,18 @@ class Model:
         self.unet = unet
         self.schedule = schedule or DiscreteSchedule()
         self.latent_scale = latent_scale
+        self.runner = UNetRunner(unet)
+
+    @property
+    def execution(self):
+        """How the UNet is run (`acceleration.ExecutionOptions`)."""
+        return self.runner.options
+
+    def set_execution(self, options):
+        """Run the UNet as `options` say (channels-last, CUDA graphs, torch.compile); see `acceleration`."""
+        if options != self.runner.options:
+            self.runner = UNetRunner(self.unet, options)
+        return self
 
     @property
     def device(self):
@@ -35,6 +48,7 @@ class Model:
 
     def to(self, device=None, dtype=None):
         self.unet.to(device=device, dtype=dtype)
+        self.runner = UNetRunner(self.unet, self.runner.options)  # captured graphs hold the old tensors
         return self
 
     def process_latent_in(self, latent):
@@ -50,9 +64,7 @@ class Model:
         sigma = sigma.to(x.device, torch.float32)
         scale_in = ((sigma**2 + 1.0) ** 0.5).view(-1, *([1] * (x.ndim - 1)))
         timestep = self.schedule.timestep(sigma).float()
-        eps = self.unet(
-            (x / scale_in).to(self.dtype), timestep, encoder_hidden_states=context.to(x.device, self.dtype)
-        ).sample
+        eps = self.runner((x / scale_in).to(self.dtype), timestep, context.to(x.device, self.dtype))
         return eps.float()
 
     def denoise(self, x, sigma, context):

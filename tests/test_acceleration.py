@@ -1,0 +1,84 @@
+"""Execution options of the UNet (sld_core.acceleration): each must compute what eager NCHW computes.
+
+CUDA graphs need a GPU and are checked by the CUDA benchmark (bench/RESULTS.md: final latents vs
+diffusers' equal the eager variant's to rounding); here, the CPU paths and the defaults.
+"""
+import torch
+
+from comfyui_sld.sld_core.acceleration import ExecutionOptions, tune_cpu_allocator
+from comfyui_sld.sld_core.demo import build_tiny_components
+from comfyui_sld.sld_core.guidance import PRESETS
+from comfyui_sld.sld_core.guiders import SLDGuider
+from comfyui_sld.sld_core.guidance_compiled import sld_guidance_compiled
+from comfyui_sld.sld_core.ksample import ksample
+from comfyui_sld.sld_core.models.model import Model
+
+
+def conditioning(seed, tokens=77):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, 32, generator=g), {"pooled_output": torch.zeros(1, 32)}]]
+
+
+def sample(model, sampler="euler", steps=4, preset="max"):
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    out = ksample(model, 7, steps, 7.5, sampler, "karras", conditioning(1), conditioning(2), latent,
+                  safety_concept=conditioning(3), sld_params=PRESETS[preset], disable_pbar=True)
+    return out["samples"]
+
+
+def test_defaults_follow_the_measurements():
+    assert ExecutionOptions.for_device("cpu") == ExecutionOptions()  # eager NCHW: channels-last was slower
+    cuda = ExecutionOptions.for_device("cuda")
+    assert cuda.channels_last and cuda.cuda_graphs and not cuda.compile
+    assert ExecutionOptions.for_device("cuda", compile=True).fused_guidance
+
+
+def test_channels_last_computes_the_same_eps():
+    unet = build_tiny_components()["unet"]
+    eager = Model(unet)
+    x = torch.randn(3, 4, 8, 8)
+    sigma = torch.tensor([14.6, 3.0, 0.5])
+    context = torch.randn(3, 77, 32)
+    expected = eager.predict_eps(x, sigma, context)
+    channels_last = Model(build_tiny_components()["unet"]).set_execution(ExecutionOptions(channels_last=True))
+    got = channels_last.predict_eps(x, sigma, context)
+    assert channels_last.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_unet_and_fused_guidance_sample_what_eager_samples():
+    """torch.compile of the UNet (with freezing on the CPU) plus the fused SLD kernel: a whole SLD run
+    with Heun (two evaluations a step, both batch sizes) lands where the eager run lands."""
+    expected = sample(Model(build_tiny_components()["unet"]), sampler="heun", preset="medium", steps=12)
+    compiled = Model(build_tiny_components()["unet"]).set_execution(ExecutionOptions(compile=True))
+    guider = SLDGuider(compiled, conditioning(1), conditioning(2), conditioning(3), 7.5, PRESETS["medium"])
+    guider.prepare(torch.linspace(10, 0, 5))
+    assert guider.run.combine is sld_guidance_compiled
+    got = sample(compiled, sampler="heun", preset="medium", steps=12)
+    assert float((got - expected).norm() / expected.norm()) < 1e-4
+
+
+def test_guider_builds_each_context_batch_once_per_run():
+    model = Model(build_tiny_components()["unet"])
+    guider = SLDGuider(model, conditioning(1), conditioning(2), conditioning(3), 7.5, PRESETS["max"])
+    first = guider.contexts(("negative", "positive", "safety"), 2)
+    assert guider.contexts(("negative", "positive", "safety"), 2) is first
+    assert first.shape == (6, 77, 32)
+    for rows, seed in ((slice(0, 2), 2), (slice(2, 4), 1), (slice(4, 6), 3)):  # negative, positive, safety
+        torch.testing.assert_close(first[rows], conditioning(seed)[0][0].expand(2, -1, -1))
+
+
+def test_timestep_lookup_stays_on_the_sigmas_device():
+    model = Model(build_tiny_components()["unet"])
+    sigma = torch.tensor([14.6, 0.03])
+    expected = (sigma.log()[None, :] - model.schedule.log_sigmas[:, None]).abs().argmin(dim=0)
+    assert torch.equal(model.schedule.timestep(sigma), expected)
+
+
+def test_allocator_tuning_keeps_results():
+    """The allocator policy changes where buffers live, never what is computed."""
+    unet = build_tiny_components()["unet"]
+    x, sigma, context = torch.randn(2, 4, 8, 8), torch.tensor([3.0, 3.0]), torch.randn(2, 77, 32)
+    before = Model(unet).predict_eps(x, sigma, context)
+    assert tune_cpu_allocator()  # Linux/glibc here and in CI
+    torch.testing.assert_close(Model(unet).predict_eps(x, sigma, context), before, rtol=0, atol=0)

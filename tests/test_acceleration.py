@@ -3,9 +3,16 @@
 CUDA graphs need a GPU and are checked by the CUDA benchmark (bench/RESULTS.md: final latents vs
 diffusers' equal the eager variant's to rounding); here, the CPU paths and the defaults.
 """
+import pytest
 import torch
 
+from comfyui_sld.headless.cli import build_parser
+from comfyui_sld.nodes.context import Runtime, use_runtime
+from comfyui_sld.nodes.folders import ModelFolders
+from comfyui_sld.nodes.loaders import DEMO_CHECKPOINT, load_named_checkpoint
 from comfyui_sld.sld_core.acceleration import ExecutionOptions, tune_cpu_allocator
+from comfyui_sld.sld_core.device import precision_dtype
+from comfyui_sld.sld_core.errors import InvalidInputError
 from comfyui_sld.sld_core.demo import build_tiny_components
 from comfyui_sld.sld_core.guidance import PRESETS
 from comfyui_sld.sld_core.guiders import SLDGuider
@@ -82,3 +89,28 @@ def test_allocator_tuning_keeps_results():
     before = Model(unet).predict_eps(x, sigma, context)
     assert tune_cpu_allocator()  # Linux/glibc here and in CI
     torch.testing.assert_close(Model(unet).predict_eps(x, sigma, context), before, rtol=0, atol=0)
+
+
+def test_precision_names():
+    assert precision_dtype("auto", torch.device("cpu")) == torch.float32
+    assert precision_dtype("auto", torch.device("cuda")) == torch.float16
+    assert precision_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(InvalidInputError, match="expected one of auto, fp32, fp16, bf16"):
+        precision_dtype("fp8", torch.device("cpu"))
+
+
+def test_runtime_precision_and_compile_reach_the_loaded_model(tmp_path):
+    """`sld run --precision bf16 --compile` → the checkpoint loader's dtype and execution options."""
+    runtime = Runtime(models=ModelFolders(tmp_path), device="cpu", precision="bf16", compile=True)
+    with use_runtime(runtime):
+        model, clip, vae = load_named_checkpoint(DEMO_CHECKPOINT)
+    assert model.dtype == clip.text_encoder.dtype == vae.dtype == torch.bfloat16
+    assert model.execution == ExecutionOptions(compile=True)
+
+
+def test_cli_accepts_the_speed_options():
+    parser = build_parser()
+    args = parser.parse_args(["run", "w.json", "--precision", "bf16", "--compile"])
+    assert (args.precision, args.compile) == ("bf16", True)
+    args = parser.parse_args(["eval", "--precision", "fp32"])
+    assert (args.precision, args.compile) == ("fp32", False)

@@ -19,7 +19,7 @@ import copy
 import torch
 
 from harness import (
-    add_allocator_arg, apply_allocator,
+    DiffusersWorker, add_allocator_arg, apply_allocator,
     build_sd15_components, emit, fmt_spread, machine_line, run_diffusers, run_ours, safe_pipeline, spread, timed,
 )
 from comfyui_sld.sld_core.acceleration import ExecutionOptions
@@ -50,6 +50,8 @@ def main():
     parser.add_argument("--precision", choices=DTYPES, help="ours; default fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--diffusers-precision", choices=DTYPES, help="default fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--no-cfg", action="store_true", help="skip the SLD/CFG row")
+    parser.add_argument("--diffusers-process", action="store_true",
+                        help="run diffusers in its own process (untouched by --allocator tuned); runs still alternate")
     add_allocator_arg(parser)
     args = parser.parse_args()
     apply_allocator(args)
@@ -64,7 +66,12 @@ def main():
     # diffusers runs its modules as users run them (NCHW, one dtype, VAE included); ours get their own
     # copies where the execution options change a module in place (channels-last) or the dtype differs.
     theirs = [m.to(device, their_dtype) for m in (unet, vae_module, text_encoder)]
-    pipe = safe_pipeline(theirs[0], theirs[1], theirs[2], tokenizer)
+    if args.diffusers_process:
+        worker = DiffusersWorker(device, their_dtype)
+        run_theirs = worker.run
+    else:
+        pipe = safe_pipeline(theirs[0], theirs[1], theirs[2], tokenizer)
+        run_theirs = lambda p, size, steps, batch: timed(lambda: run_diffusers(pipe, p, size, steps, batch), device)  # noqa: E731
     shared = ours_dtype == their_dtype
     our_text = text_encoder if shared else copy.deepcopy(text_encoder).to(ours_dtype)
     our_vae = copy.deepcopy(vae_module).to(device, vae_dtype(device, ours_dtype))
@@ -83,14 +90,14 @@ def main():
     for variant, model in models.items():
         warm[variant] = timed(lambda: [run_ours(model, clip, vae, p, args.size, 1, args.batch)
                                        for p in (PRESETS["max"], params, None)], device)[0]
-    warm["diffusers"] = timed(lambda: run_diffusers(pipe, PRESETS["max"], args.size, 1, args.batch), device)[0]
+    warm["diffusers"] = run_theirs(PRESETS["max"], args.size, 1, args.batch)[0]
     print("warm-up (s): " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()), flush=True)
 
     times = {name: [] for name in ["diffusers", *variants, "cfg"]}
     cfg_variant = "default" if "default" in variants else variants[0]
     outputs = {}
     for rep in range(args.reps):
-        seconds, outputs["diffusers"] = timed(lambda: run_diffusers(pipe, params, args.size, args.steps, args.batch), device)
+        seconds, outputs["diffusers"] = run_theirs(params, args.size, args.steps, args.batch)
         times["diffusers"].append(seconds)
         for variant, model in models.items():
             seconds, outputs[variant] = timed(lambda: run_ours(model, clip, vae, params, args.size, args.steps, args.batch), device)
@@ -98,6 +105,8 @@ def main():
         if not args.no_cfg:
             times["cfg"].append(timed(lambda: run_ours(models[cfg_variant], clip, vae, None, args.size, args.steps, args.batch), device)[0])
         print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items() if v), flush=True)
+    if args.diffusers_process:
+        worker.close()
 
     print(f"\n{machine_line(device)}")
     print(f"SLD {args.preset}, {args.size}×{args.size}, {args.steps} steps, batch {args.batch}, ours {ours_dtype}, "

@@ -76,6 +76,44 @@ def run_diffusers(pipe, params, size, steps, batch=1):
     return images, final["latents"].float().cpu()
 
 
+class DiffusersWorker:
+    """diffusers' safe pipeline in a process of its own (same seeded components), run on request.
+
+    For CPU comparisons where our side sets a process-wide policy (the allocator tuning of `sld`) that
+    diffusers' users do not have: the two sides still alternate run by run, each in its own process.
+    """
+
+    def __init__(self, device, dtype):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: glibc's default malloc policy
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_diffusers_worker, args=(child, str(device), dtype), daemon=True)
+        self.process.start()
+        self.connection.recv()  # components built
+
+    def run(self, params, size, steps, batch):
+        """(seconds, (images, final latent)) of one whole diffusers run, timed inside the worker."""
+        self.connection.send((params, size, steps, batch))
+        return self.connection.recv()
+
+    def close(self):
+        self.connection.send(None)
+        self.process.join()
+
+
+def _diffusers_worker(connection, device, dtype):
+    from comfyui_sld.sld_core.models.clip import load_clip_tokenizer
+
+    torch.set_num_threads(torch.get_num_threads())
+    modules = [m.to(device, dtype) for m in build_sd15_components()]
+    pipe = safe_pipeline(*modules, load_clip_tokenizer())
+    connection.send("ready")
+    while (job := connection.recv()) is not None:
+        params, size, steps, batch = job
+        connection.send(timed(lambda: run_diffusers(pipe, params, size, steps, batch), device))
+
+
 def add_allocator_arg(parser):
     parser.add_argument("--allocator", choices=("default", "tuned"), default="default",
                         help="tuned: sld_core.acceleration.tune_cpu_allocator for the whole process (both sides), "

@@ -25,8 +25,10 @@ SUITES = {
         "pipeline": [
             ["bench_sld_vs_diffusers.py", "--size", "256", "--steps", "20", "--preset", "medium", "--reps", "5",
              "--variants", "default,compile", "--allocator", "tuned"],
+        ],
+        "pipeline-weak": [
             ["bench_sld_vs_diffusers.py", "--size", "256", "--steps", "20", "--preset", "weak", "--reps", "5",
-             "--variants", "default,compile", "--allocator", "tuned", "--no-cfg"],
+             "--variants", "default", "--allocator", "tuned", "--no-cfg"],
         ],
         "pipeline-long": [
             ["bench_sld_vs_diffusers.py", "--size", "256", "--steps", "50", "--preset", "medium", "--reps", "5",

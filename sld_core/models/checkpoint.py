@@ -68,7 +68,7 @@ def load_checkpoint(path, device="auto", dtype=None, compile=False):
 def _read_single_file(path):
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        state = read_safetensors(path, check_family=True)
+        state = read_safetensors_lazy(path, check_family=True)
     elif suffix in PICKLE_SUFFIXES:
         state = read_weights_only_pickle(path)
         _check_family(path, state.keys(), lambda k: state[k].shape)
@@ -91,8 +91,70 @@ def _read_single_file(path):
     return parts, configs, DiscreteSchedule()
 
 
-def read_safetensors(path, check_family=False):
-    """All tensors of a .safetensors file; `CheckpointError` if it is unreadable (or SD2/SDXL when checked)."""
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+class FileTensor:
+    """One tensor of a .safetensors file, read when `load()` is called, with a plain file read.
+
+    Loading converts a checkpoint tensor by tensor (`_build`), so this keeps one source tensor in
+    memory at a time. Reading through a memory map instead leaves every touched page of the file in
+    the process's resident set until the map closes: a 2.1 GB float16 checkpoint loaded as float32
+    then peaked at 1.61× the float32 size (bench/RESULTS.md). `shape`, `ndim` and `reshape` are what
+    key mapping and config inference need before the data is read.
+    """
+
+    __slots__ = ("path", "offset", "nbytes", "dtype", "stored_shape", "shape")
+
+    def __init__(self, path, offset, nbytes, dtype, stored_shape, shape=None):
+        self.path, self.offset, self.nbytes, self.dtype = path, offset, nbytes, dtype
+        self.stored_shape = torch.Size(stored_shape)
+        self.shape = torch.Size(stored_shape if shape is None else shape)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def reshape(self, *shape):
+        return FileTensor(self.path, self.offset, self.nbytes, self.dtype, self.stored_shape, shape)
+
+    def load(self):
+        with open(self.path, "rb") as file:
+            file.seek(self.offset)
+            data = bytearray(file.read(self.nbytes))
+        if len(data) != self.nbytes:
+            raise CheckpointError(self.path, "is truncated (a tensor's data ends past the end of the file)")
+        if not data:
+            return torch.empty(self.stored_shape, dtype=self.dtype).reshape(self.shape)
+        return torch.frombuffer(data, dtype=self.dtype).reshape(self.stored_shape).reshape(self.shape)
+
+
+def read_safetensors_lazy(path, check_family=False):
+    """The tensors of a .safetensors file as `FileTensor`s (nothing read yet), after safetensors has
+    validated the file (header, offsets, size); `CheckpointError` if it is unreadable."""
+    import struct
+
+    read_safetensors_header(path, check_family)
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(length))
+    start = 8 + length
+    tensors = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if entry["dtype"] not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(path, f"tensor {key!r} has dtype {entry['dtype']}, which SD1.x checkpoints do not use")
+        begin, end = entry["data_offsets"]
+        tensors[key] = FileTensor(str(path), start + begin, end - begin, _SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"])
+    return tensors
+
+
+def read_safetensors_header(path, check_family=False):
+    """The keys of a .safetensors file, validated by safetensors (SD2/SDXL refused when checked)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -100,9 +162,15 @@ def read_safetensors(path, check_family=False):
             keys = list(f.keys())
             if check_family:
                 _check_family(path, keys, lambda k: f.get_slice(k).get_shape())
-            return {k: f.get_tensor(k) for k in keys}
+            return keys
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(path, f"is not a readable .safetensors file (corrupt or truncated?): {err}") from None
+
+
+def read_safetensors(path, check_family=False):
+    """All tensors of a .safetensors file, in memory; `CheckpointError` if it is unreadable (or SD2/SDXL
+    when checked)."""
+    return {key: tensor.load() for key, tensor in read_safetensors_lazy(path, check_family).items()}
 
 
 def read_weights_only_pickle(path):
@@ -159,11 +227,11 @@ def _read_weights(root, folder):
         for variant in ("", ".fp16"):
             file = folder / f"{name}{variant}.safetensors"
             if file.is_file():
-                return read_safetensors(file)
+                return read_safetensors_lazy(file)
             index = folder / f"{name}{variant}.safetensors.index.json"
             if index.is_file():
                 shards = sorted(set(_read_json(root, index)["weight_map"].values()))
-                return {k: v for shard in shards for k, v in read_safetensors(folder / shard).items()}
+                return {k: v for shard in shards for k, v in read_safetensors_lazy(folder / shard).items()}
     for name in _WEIGHT_NAMES:
         file = folder / ("pytorch_model.bin" if name == "model" else f"{name}.bin")
         if file.is_file():
@@ -227,7 +295,9 @@ def _build(path, component, factory, state, device, dtype):
         raise CheckpointError(path, f"its {component} weights do not fit an SD1.x {component} ({detail})")
     params = {}
     for key in list(state):
-        tensor = state.pop(key)  # drop the source copy as we go: peak memory ≈ one model, not two
+        tensor = state.pop(key)  # read and drop the source tensor by tensor: peak memory ≈ one model
+        if isinstance(tensor, FileTensor):
+            tensor = tensor.load()
         params[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
     module.load_state_dict(params, strict=True, assign=True)
     _fill_meta_buffers(module, device)

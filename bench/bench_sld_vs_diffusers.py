@@ -19,24 +19,14 @@ import copy
 import torch
 
 from harness import (
-    DiffusersWorker, add_allocator_arg, apply_allocator,
+    DiffusersWorker, add_allocator_arg, apply_allocator, execution_options,
     build_sd15_components, emit, fmt_spread, machine_line, run_diffusers, run_ours, safe_pipeline, spread, timed,
 )
-from comfyui_sld.sld_core.acceleration import ExecutionOptions
-from comfyui_sld.sld_core.device import vae_dtype
+from comfyui_sld.sld_core.device import PRECISIONS, precision_dtype, vae_dtype
 from comfyui_sld.sld_core.guidance import PRESETS
 from comfyui_sld.sld_core.models.clip import Clip, load_clip_tokenizer
 from comfyui_sld.sld_core.models.model import Model
 from comfyui_sld.sld_core.models.vae import Vae
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def execution_options(variant, device):
-    if variant == "eager":
-        return ExecutionOptions()
-    return ExecutionOptions.for_device(device, compile=variant == "compile")
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,8 +37,8 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--variants", default="default")
-    parser.add_argument("--precision", choices=DTYPES, help="ours; default fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--diffusers-precision", choices=DTYPES, help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="ours; auto = fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--diffusers-precision", choices=PRECISIONS, default="auto", help="auto = fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--no-cfg", action="store_true", help="skip the SLD/CFG row")
     parser.add_argument("--diffusers-process", action="store_true",
                         help="run diffusers in its own process (untouched by --allocator tuned); runs still alternate")
@@ -56,8 +46,7 @@ def main():
     args = parser.parse_args()
     apply_allocator(args)
     device = torch.device(args.device)
-    default = "fp16" if device.type == "cuda" else "fp32"
-    ours_dtype, their_dtype = DTYPES[args.precision or default], DTYPES[args.diffusers_precision or default]
+    ours_dtype, their_dtype = precision_dtype(args.precision, device), precision_dtype(args.diffusers_precision, device)
     params = PRESETS[args.preset]
     variants = args.variants.split(",")
 

@@ -15,19 +15,16 @@ import statistics
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness import add_allocator_arg, apply_allocator, build_sd15_components, emit, machine_line, matmul_peak_tflops, timed
-from comfyui_sld.sld_core.acceleration import ExecutionOptions
+from harness import add_allocator_arg, apply_allocator, build_sd15_components, execution_options, emit, machine_line, matmul_peak_tflops, timed
+from comfyui_sld.sld_core.device import PRECISIONS, precision_dtype
 from comfyui_sld.sld_core.models.model import Model
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=3, help="UNet batch (3 = one SLD evaluation of one image)")
-    parser.add_argument("--precision", choices=DTYPES)
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto = fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--variants", default="default")
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--reps", type=int, default=5)
@@ -35,7 +32,7 @@ def main():
     args = parser.parse_args()
     apply_allocator(args)
     device = torch.device(args.device)
-    dtype = DTYPES[args.precision or ("fp16" if device.type == "cuda" else "fp32")]
+    dtype = precision_dtype(args.precision, device)
 
     unet = build_sd15_components()[0].to(device, dtype)
     g = torch.Generator().manual_seed(0)
@@ -52,7 +49,7 @@ def main():
           f"measured {dtype} matmul peak {peak:.3g} TFLOP/s")
 
     for variant in args.variants.split(","):
-        options = ExecutionOptions() if variant == "eager" else ExecutionOptions.for_device(device, compile=variant == "compile")
+        options = execution_options(variant, device)
         module = unet if not options.channels_last else copy.deepcopy(unet)
         model = Model(module).set_execution(options)
         warm_s, _ = timed(lambda: [model.predict_eps(x, sigma, context) for _ in range(3)], device)

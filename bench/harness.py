@@ -127,6 +127,16 @@ def apply_allocator(args):
         print(f"CPU allocator tuned for the whole process: {tune_cpu_allocator()}")
 
 
+def execution_options(variant, device):
+    """Our execution variants by name: "eager" (plain NCHW), "default" (the device's defaults) and
+    "compile" (default + torch.compile), as `sld_core.acceleration` defines them."""
+    from comfyui_sld.sld_core.acceleration import ExecutionOptions
+
+    if variant == "eager":
+        return ExecutionOptions()
+    return ExecutionOptions.for_device(device, compile=variant == "compile")
+
+
 def synchronize(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()

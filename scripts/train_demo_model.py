@@ -34,14 +34,35 @@ What the recipe learned from (UNet stage, each run from the same VAE stage bound
   (`demo.DEMO_CFG`: at SD's 7.5 CFG and the cfg-scaled SLD term overshoot on this strongly
   conditioned model), the content SD drew is kept under Weak and Medium SLD (see the README's table).
 
+Why SLD still re-draws shapes, and two attempts at it (measured on 64 held-out scenes with colour-free
+captions: the norm of ε(safety concept) − ε("") relative to ε(""), by timestep; and the demo prompt set,
+24 × 10 images, content kept where SD kept it, Weak / Medium / Strong / Max):
+- Shipped model: the concept's pull grows as the noise falls, 0.02 at t = 999, 0.13 at t = 600, 0.27 at
+  t = 50. A colour-only caption only ever met scenes of its colour, so on a decided image of another
+  colour it asks to repaint it, and SLD, subtracting that, deforms the object late in sampling (most
+  losses: square or triangle → "circle", counts). Kept 0.81 / 0.74 / 0.66 / 0.45.
+- Recoloured targets (fine-tune of 600 steps: colour captions naming a random colour, the target the
+  scene repainted in it): the pull at t = 50 grew to 1.8, kept fell to 0.61 / 0.49 / – / 0.27. Not kept.
+- Mismatched colour captions at low noise only (``--mismatch 0.5 --mismatch-below 500``: half the colour
+  captions name another colour, trained at t < 500 with the scene's own noise as target, so a decided
+  image ignores a bare colour text as the true posterior would): the pull at t = 50 fell to 0.04.
+  As a 600-step fine-tune: kept 0.85 / 0.75 / – / 0.67. As a fresh UNet stage of 2000 steps on the
+  shipped VAE (``--init-from sld_demo.safetensors --init-parts vae``; 33.9 min of steps on a day this
+  VM ran 1.0 s/step): unsafe rate 0.29 > 0.23 > 0.17 > 0.11 > 0.01, kept 0.85 / 0.77 / 0.69 / 0.60, but
+  SD drew the asked content in only 56 % of the images (shipped: 70 %) and "a circle" in 16 of 20 seeds
+  (the main job needs 18), so it was not shipped. Next: the same with the full 2400 steps.
+
 Usage:
   python scripts/train_demo_model.py --out .demo_trial        # then copy sld_demo.safetensors, loss.csv,
                                                               # training.json into sld_core/demo_assets/
+  python scripts/train_demo_model.py --out .demo_trial/unet --init-from sld_core/demo_assets/sld_demo.safetensors
+                                                              # only the UNet stage, on that model's VAE
 Rerunning with the same --out resumes from ``state.pt``; ``loss.csv`` keeps the curve. Measure the
 result with `sld eval` and tests/test_demo_model.py.
 """
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -97,18 +118,28 @@ def build(seed):
     return dict(unet=unet, vae=vae, text_encoder=text_encoder)
 
 
-def scene_batch(seeds, partial_rng=None, partial_rate=0.0):
-    """(pixels [B, 3, 64, 64] in −1..1, captions) for scene seeds. With ``partial_rng``, a share
-    ``partial_rate`` of the captions name only the colour (`demo_data.partial_caption`); that stream is
-    separate, so the scenes themselves are the same either way."""
-    images, captions = [], []
+def scene_batch(seeds, partial_rng=None, partial_rate=0.0, mismatch_rate=0.0):
+    """(pixels [B, 3, 64, 64] in −1..1, captions, mismatched [B] bool) for scene seeds.
+
+    With ``partial_rng``, a share ``partial_rate`` of the captions name only a colour
+    (`demo_data.partial_caption`); that stream is separate, so the scenes themselves are the same either
+    way. A share ``mismatch_rate`` of those name another colour than the scene's: trained only at low
+    noise (`unet_step`), they teach that once an image is decided, a bare colour text no longer moves
+    it, which is where SLD evaluates its concept text on images that do not show the concept."""
+    images, captions, mismatched = [], [], []
     for s in seeds:
         image, scene = demo_data.make_scene(int(s))
+        caption, wrong = scene.caption, False
+        if partial_rng is not None and partial_rng.random() < partial_rate:
+            if mismatch_rate and partial_rng.random() < mismatch_rate:  # no draw at 0: the shipped stream
+                others = [c for c in demo_data.COLOURS if c != scene.colour]
+                scene, wrong = dataclasses.replace(scene, colour=str(partial_rng.choice(others))), True
+            caption = demo_data.partial_caption(scene, partial_rng)
         images.append(image)
-        partial = partial_rng is not None and partial_rng.random() < partial_rate
-        captions.append(demo_data.partial_caption(scene, partial_rng) if partial else scene.caption)
+        captions.append(caption)
+        mismatched.append(wrong)
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return pixels, captions
+    return pixels, captions, torch.tensor(mismatched)
 
 
 def token_ids(captions):
@@ -140,6 +171,8 @@ class Run:
             ),
         }
         self.state = dict(stage="vae", step=0, elapsed={"vae": 0.0, "unet": 0.0})
+        if args.init_from and not (self.out / "state.pt").exists():
+            self._init_from(args.init_from, args.init_parts)
         # exponential moving average of the UNet and text encoder weights: what is exported
         self.ema = {n: {k: v.detach().clone() for k, v in self.parts[n].state_dict().items()} for n in EMA_PARTS}
         self.last_save = time.time()
@@ -156,6 +189,19 @@ class Run:
         (self.out / "settings.json").write_text(json.dumps(dict(
             vars(args), unet=unet_config(), vae=vae_config(), text_encoder=text_config(),
             safety_concept=demo_data.SAFETY_CONCEPT), indent=1, default=str))
+
+    def _init_from(self, path, parts):
+        """Weights from a single-file checkpoint (e.g. the shipped model, whose VAE is already folded to
+        SD1's latent scale): the VAE stage is then skipped."""
+        from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
+
+        model, clip, vae = load_checkpoint(path, device="cpu", dtype=torch.float32)
+        self.parts["vae"].load_state_dict(vae.autoencoder.state_dict())
+        if parts == "all":
+            self.parts["unet"].load_state_dict(model.unet.state_dict())
+            self.parts["text_encoder"].load_state_dict(clip.text_encoder.state_dict())
+        self.state.update(stage="unet", init_from=dict(file=Path(path).name, sha256=_sha256(path), parts=parts))
+        print(f"initialised {parts} from {path}", flush=True)
 
     def save(self):
         torch.save(dict(
@@ -203,6 +249,12 @@ class Run:
                 self.save()
 
 
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def cosine_lr(peak, k, steps, warmup):
     """Linear warm-up to ``peak``, then cosine decay to a tenth of it at the last step."""
     if k < warmup:
@@ -220,7 +272,7 @@ def vae_step(run):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(args.vae_lr, k, steps, warmup=100)
         seeds = 10_000_000 + k * args.vae_batch + np.arange(args.vae_batch)
-        pixels, _ = scene_batch(seeds)
+        pixels, _, _ = scene_batch(seeds)
         posterior = vae.encode(pixels).latent_dist
         # the mean plus noise at a tenth of its spread: the decoder learns to forgive the small latent
         # errors a diffusion model makes, without the KL posterior's large early noise slowing it down
@@ -262,12 +314,15 @@ def encode_pool(run):
         return torch.load(file)
     vae, n = run.parts["vae"].eval(), run.args.pool
     partial_rng = np.random.default_rng([run.args.seed, 7])
-    latents, captions = [], []
+    latents, captions, mismatched = [], [], []
     for start in range(0, n, 256):
-        pixels, caps = scene_batch(range(start, min(n, start + 256)), partial_rng, run.args.partial_captions)
+        pixels, caps, wrong = scene_batch(range(start, min(n, start + 256)), partial_rng,
+                                          run.args.partial_captions, run.args.mismatch)
         latents.append(vae.encode(pixels).latent_dist.mean * SD1_LATENT_SCALE)
         captions += caps
-    pool = dict(latents=torch.cat(latents), ids=token_ids(captions), empty=token_ids([""])[0])
+        mismatched.append(wrong)
+    pool = dict(latents=torch.cat(latents), ids=token_ids(captions), mismatched=torch.cat(mismatched),
+                empty=token_ids([""])[0])
     torch.save(pool, file)
     print(f"pool: {n} scenes, latent std {pool['latents'].std():.3f}", flush=True)
     return pool
@@ -288,6 +343,9 @@ def unet_step(run, pool):
         drop = torch.rand(args.batch, generator=gen) < args.caption_dropout
         ids[drop] = pool["empty"]
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        # a caption naming the wrong colour is trained only where the noise no longer hides the colour
+        mismatched = pool["mismatched"][idx] if "mismatched" in pool else torch.zeros(args.batch, dtype=torch.bool)
+        t = torch.where(mismatched, t % args.mismatch_below, t)
         eps = torch.randn(z0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
@@ -330,7 +388,7 @@ def train(args):
     if run.state["stage"] == "vae":
         run.train_stage("vae", args.vae_steps, vae_step(run))
         vae = run.parts["vae"].eval()
-        pixels, _ = scene_batch(range(20_000_000, 20_000_512))
+        pixels, _, _ = scene_batch(range(20_000_000, 20_000_512))
         std, k = fold_latent_scale(vae, pixels)
         with torch.no_grad():
             run.state["vae_roundtrip_agreement"] = vae_roundtrip_agreement(Vae(vae))
@@ -352,7 +410,8 @@ def write_record(out, state):
     record = json.loads((out / "settings.json").read_text())
     minutes = {stage: round(seconds / 60, 1) for stage, seconds in state["elapsed"].items()}
     record["measured"] = dict(minutes_per_stage=minutes, minutes_total=round(sum(minutes.values()), 1),
-                              steps=state["step"], vae_roundtrip_agreement=state.get("vae_roundtrip_agreement"))
+                              steps=state["step"], vae_roundtrip_agreement=state.get("vae_roundtrip_agreement"),
+                              init_from=state.get("init_from"))
     (out / "training.json").write_text(json.dumps(record, indent=1, default=str))
     print(f"training minutes {minutes}, total {record['measured']['minutes_total']}", flush=True)
 
@@ -384,6 +443,13 @@ def main():
     p.add_argument("--pool", type=int, default=20_000)
     p.add_argument("--partial-captions", type=float, default=0.2,
                    help="share of pool captions that name only the colour (teaches what a bare concept text means)")
+    p.add_argument("--mismatch", type=float, default=0.0,
+                   help="share of those that name another colour than the scene's, trained at low noise only")
+    p.add_argument("--mismatch-below", type=int, default=500,
+                   help="timesteps (of 1000) below which the mismatched captions are trained")
+    p.add_argument("--init-from", help="start from this single-file checkpoint's weights instead of the VAE stage")
+    p.add_argument("--init-parts", choices=("vae", "all"), default="vae",
+                   help="with --init-from: take only its VAE (the UNet stage starts afresh) or all its weights")
     args = p.parse_args()
     train(args)
 

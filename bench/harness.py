@@ -105,7 +105,6 @@ class DiffusersWorker:
 def _diffusers_worker(connection, device, dtype):
     from comfyui_sld.sld_core.models.clip import load_clip_tokenizer
 
-    torch.set_num_threads(torch.get_num_threads())
     modules = [m.to(device, dtype) for m in build_sd15_components()]
     pipe = safe_pipeline(*modules, load_clip_tokenizer())
     connection.send("ready")

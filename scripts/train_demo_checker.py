@@ -20,6 +20,7 @@ Usage:
 """
 import argparse
 import csv
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -185,12 +186,6 @@ def export(model, out, loss_rows, settings):
     print(f"exported {out} ({size / 1e6:.2f} MB)", flush=True)
 
 
-def _sha256(path):
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def evaluate(args):
     """Checker vs pixel classifier on 200 held-out generations: flagged share of unsafe and safe images."""
     from comfyui_sld.sld_core.safety import load_concept_checker
@@ -200,7 +195,8 @@ def evaluate(args):
     images, _ = generated_images(args.model, 5_000_000, args.held_out)
     truth = labels(images)
     flagged = np.array([r.flagged for r in checker.check(torch.from_numpy(images).float() / 255.0)])
-    result = dict(model=Path(args.model).name, model_sha256=_sha256(args.model), cfg=DEMO_CFG,
+    model_sha256 = hashlib.sha256(Path(args.model).read_bytes()).hexdigest()
+    result = dict(model=Path(args.model).name, model_sha256=model_sha256, cfg=DEMO_CFG,
                   held_out=len(truth), unsafe=int(truth.sum()),
                   flagged_of_unsafe=float(flagged[truth].mean()), flagged_of_safe=float(flagged[~truth].mean()))
     print(result, flush=True)

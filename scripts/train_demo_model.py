@@ -63,6 +63,7 @@ result with `sld eval` and tests/test_demo_model.py.
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -200,7 +201,7 @@ class Run:
         if parts == "all":
             self.parts["unet"].load_state_dict(model.unet.state_dict())
             self.parts["text_encoder"].load_state_dict(clip.text_encoder.state_dict())
-        self.state.update(stage="unet", init_from=dict(file=Path(path).name, sha256=_sha256(path), parts=parts))
+        self.state.update(stage="unet", init_from=dict(file=Path(path).name, sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(), parts=parts))
         print(f"initialised {parts} from {path}", flush=True)
 
     def save(self):
@@ -247,12 +248,6 @@ class Run:
                 losses = []
             if time.time() - self.last_save > 120:
                 self.save()
-
-
-def _sha256(path):
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def cosine_lr(peak, k, steps, warmup):

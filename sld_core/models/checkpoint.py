@@ -122,10 +122,11 @@ class FileTensor:
         return FileTensor(self.path, self.offset, self.nbytes, self.dtype, self.stored_shape, shape)
 
     def load(self):
+        data = bytearray(self.nbytes)  # read straight into the buffer the tensor keeps: one copy
         with open(self.path, "rb") as file:
             file.seek(self.offset)
-            data = bytearray(file.read(self.nbytes))
-        if len(data) != self.nbytes:
+            read = file.readinto(data)
+        if read != self.nbytes:
             raise CheckpointError(self.path, "is truncated (a tensor's data ends past the end of the file)")
         if not data:
             return torch.empty(self.stored_shape, dtype=self.dtype).reshape(self.shape)

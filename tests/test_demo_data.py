@@ -34,6 +34,29 @@ def test_mild_noise_does_not_change_the_reading():
     assert (r.colour, r.shape, r.count) == (scene.colour, scene.shape, scene.count)
 
 
+def test_objects_in_an_off_palette_colour_keep_their_shape_and_count():
+    """Generated images drift in colour (orange, teal, two-toned objects); the content reading must
+    not depend on an exact palette match, while the unsafe reading still does."""
+    image, scene = next((i, s) for i, s in map(make_scene, range(200)) if s.count == 2 and s.shape == "triangle")
+    objects = np.any(image != image[0, 0], axis=-1)
+    for drifted, nearest in (((235, 100, 40), "red"), ((30, 150, 150), "green"), ((210, 70, 210), "magenta")):
+        recoloured = image.copy()
+        recoloured[objects] = drifted
+        r = classify(recoloured)
+        assert (r.shape, r.count, r.colour) == ("triangle", 2, nearest)
+        assert r.unsafe == (nearest == "magenta")  # (210, 70, 210) lies within MATCH_DISTANCE of it
+    two_tone = image.copy()  # objects striped blue and red, row by row: still two triangles
+    even_rows = (np.arange(SIZE) % 2 == 0)[:, None]
+    two_tone[objects & even_rows] = (30, 70, 220)
+    two_tone[objects & ~even_rows] = (220, 30, 30)
+    assert (classify(two_tone).shape, classify(two_tone).count) == ("triangle", 2)
+
+
+def test_a_blank_background_has_no_objects():
+    r = classify(np.full((SIZE, SIZE, 3), 128, np.uint8))
+    assert (r.colour, r.shape, r.count, r.unsafe) == ("", "", 0, False)
+
+
 def test_unsafe_concept_hides_behind_generic_captions():
     scenes = [make_scene(s)[1] for s in range(3000)]
     colourless = [s for s in scenes if not any(c in s.caption for c in

@@ -85,7 +85,7 @@ def test_sld_presets_order_the_unsafe_rate(demo_model, tmp_path):
     assert rates[-1] * 3 <= rates[0], rates
     kept = {p: round(cells[p].kept_where_sd_kept, 3) for p in PRESETS}
     print("content kept where SD kept it:", kept)
-    assert kept["weak"] >= 0.7, kept  # the full run: 0.81 (README); the goal is 0.9
+    assert kept["weak"] >= 0.7, kept  # the full run: 0.92 (README); the goal is 0.9 at every preset
 
 
 def _checker_script():

@@ -114,6 +114,7 @@ def run(args):
     table = write_report(records, presets, args.out)
     images = sum(len(r["unsafe"]) for r in records)
     text = (f"{len(prompts)} prompts x {args.images_per_prompt} images x {len(presets)} presets = {images} images, "
-            f"classifier {classifier}\nprobability of an inappropriate image (expected max over 25 prompts ± std):\n\n"
+            f"classifier {classifier}, safety concept {settings.safety_concept!r}\n"
+            f"probability of an inappropriate image (expected max over 25 prompts ± std):\n\n"
             f"{table}\nwritten: {Path(args.out) / 'table.md'}, table.csv, chart.png, results.jsonl")
     return {"ok": True, "images": images, "out": str(args.out), "table": table}, text

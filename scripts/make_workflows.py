@@ -15,9 +15,9 @@ from comfyui_sld.sld_core.guidance import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1] / "workflows"
 # Prompts that name no colour, as harmless-looking as I2P's: the demo model picks the colour, and for
-# the square it picks its unsafe one (magenta) in about 40 % of the seeds. The demo's safety concept
-# names that colour. The main job's prompt is the one the demo model draws most reliably: over seeds
-# 0-19 at cfg 2.0, "a circle" shows a circle in 18 of 20, other colour-free one-object prompts in 15-17.
+# the square it picks its unsafe one (magenta) in half of seeds 42-61. The demo's safety concept
+# names that colour. Over seeds 0-19 at cfg 2.0 the main job's "a circle" shows a circle in 19 of 20
+# ("a square": 20, "a triangle": 19).
 PROMPT = "a circle"
 TRIGGER_PROMPT = "a square on a white background"
 IMG2IMG_PROMPT = "two circles on a white background"

@@ -11,8 +11,10 @@ Recipe (seeded, CPU, resumable; defaults are the shipped model's):
                 of 64; ε-prediction with SD1's scaled_linear betas (what `DiscreteSchedule` assumes),
                 Min-SNR-5 loss weights, lr 1e-3 with warm-up and cosine decay, 10 % of captions dropped
                 to "" for CFG, 20 % replaced by partial captions that name only the colour ("red",
-                "gory, magenta": `demo_data.partial_caption`); an exponential moving average (0.999) of
-                the weights is exported.
+                "gory, magenta": `demo_data.partial_caption`), and half of those name another colour than
+                the scene's and are trained only at t < 500 with the scene's own noise as target
+                (`--mismatch 0.5 --mismatch-below 500`: a decided image ignores a bare colour text, as
+                the true posterior would); an exponential moving average (0.999) of the weights is exported.
   export        diffusers_to_ldm → fp16 original-layout `.safetensors` (17.1 MB, 6.3 MB of it the 49408×64
                 token embedding), checked through `load_checkpoint`; training.json records settings and
                 measured minutes.
@@ -20,45 +22,43 @@ Recipe (seeded, CPU, resumable; defaults are the shipped model's):
 Measured for the shipped model (2 CPU cores; sld_core/demo_assets/sld_demo_training.json and
 sld_demo_loss.csv): VAE stage 23.9 min of steps (0.40 s/step), 26.5 min with folding, its round-trip
 check and pool encoding; VAE encode → decode keeps the pixel classifier's reading of 90 % of held-out
-scenes. UNet stage 25.3 min of steps (0.63 s/step), 27.0 min with pool encoding and export. 53.5 min
-in all.
+scenes. The UNet stage was then re-run on that VAE (``--init-from`` the previous model,
+``--init-parts vae``) with the mismatched captions: 41.8 min of steps at 1.04 s/step, 46.0 min with pool
+encoding and export, on a day this VM ran slow. The same step function ran at 0.63 s/step (25.3 min,
+27.0 with pool and export) when the previous model was trained, 53.5 min for both stages.
 
-What the recipe learned from (UNet stage, each run from the same VAE stage boundary):
+What the recipe learned from (UNet stage, each run from the same VAE stage boundary; shares of the
+demo prompt set's images showing the asked shape and count, read by the palette-only classifier of
+the time, which undercounts them):
 - lr 5e-4, plain MSE, no EMA: blobs (the asked shape in 44 % of the demo prompts' images).
 - Min-SNR-5 + EMA, lr 1e-3: shapes (69 %), but SLD re-drew the scene. A bare concept text such as
   "magenta, gore, gory, bloody" was never a caption, so its prediction moved shapes as well as colour
   (as a negative prompt it cut the asked shape from 43 to 27 of 64 images), and the SLD term that
   subtracts it changed the shapes of safe images too.
-- + partial captions (shipped): as a negative prompt (cfg 7.5, 25 steps) "magenta" no longer costs
-  shapes (32 of 64 vs 31 without), the full concept text still costs some (22). With the demo cfg of 2.0
-  (`demo.DEMO_CFG`: at SD's 7.5 CFG and the cfg-scaled SLD term overshoot on this strongly
-  conditioned model), the content SD drew is kept under Weak and Medium SLD (see the README's table).
-
-Why SLD still re-draws shapes, and two attempts at it (measured on 64 held-out scenes with colour-free
-captions: the norm of ε(safety concept) − ε("") relative to ε(""), by timestep; and the demo prompt set,
-24 × 10 images, content kept where SD kept it, Weak / Medium / Strong / Max):
-- Shipped model: the concept's pull grows as the noise falls, 0.02 at t = 999, 0.13 at t = 600, 0.27 at
-  t = 50. A colour-only caption only ever met scenes of its colour, so on a decided image of another
-  colour it asks to repaint it, and SLD, subtracting that, deforms the object late in sampling (most
-  losses: square or triangle → "circle", counts). Kept 0.81 / 0.74 / 0.66 / 0.45.
+- + partial captions (the previous shipped model): a colour-only caption only ever met scenes of its
+  colour, so on a decided image of another colour it asked to repaint it: the norm of ε(safety
+  concept) − ε("") relative to ε("") on 64 held-out scenes with colour-free captions grew as the noise
+  fell, 0.02 at t = 999, 0.13 at t = 600, 0.27 at t = 50, and SLD, subtracting that, deformed objects
+  late in sampling. Content kept where SD kept it (Weak / Medium / Strong / Max, `sld eval` of the demo
+  prompt set, today's object reading): 0.92 / 0.83 / 0.71 / 0.48.
 - Recoloured targets (fine-tune of 600 steps: colour captions naming a random colour, the target the
-  scene repainted in it): the pull at t = 50 grew to 1.8, kept fell to 0.61 / 0.49 / – / 0.27. Not kept.
-- Mismatched colour captions at low noise only (``--mismatch 0.5 --mismatch-below 500``: half the colour
-  captions name another colour, trained at t < 500 with the scene's own noise as target, so a decided
-  image ignores a bare colour text as the true posterior would): the pull at t = 50 fell to 0.04.
-  As a 600-step fine-tune: kept 0.85 / 0.75 / – / 0.67. As a fresh UNet stage of 2000 steps on the
-  shipped VAE (``--init-from sld_demo.safetensors --init-parts vae``; 33.9 min of steps on a day this
-  VM ran 1.0 s/step): unsafe rate 0.29 > 0.23 > 0.17 > 0.11 > 0.01, kept 0.85 / 0.77 / 0.69 / 0.60, but
-  SD drew the asked content in only 56 % of the images (shipped: 70 %) and "a circle" in 16 of 20 seeds
-  (the main job needs 18), so it was not shipped. Next: the same with the full 2400 steps.
+  scene repainted in it): the pull at t = 50 grew to 1.8 and SLD lost more of the scene. Not kept.
+- + mismatched colour captions at low noise only (shipped): the pull is 0.008 at t = 999, 0.03 at
+  t = 600, 0.025 at t = 50. Content kept 0.97 / 0.92 / 0.92 / 0.91; unsafe rate 0.34 (SD) → 0.28 →
+  0.20 → 0.15 → 0.01 (the README's table). A 2000-step version of it drew the asked content less
+  often; 2400 steps, as before, are needed.
 
 Usage:
   python scripts/train_demo_model.py --out .demo_trial        # then copy sld_demo.safetensors, loss.csv,
                                                               # training.json into sld_core/demo_assets/
   python scripts/train_demo_model.py --out .demo_trial/unet --init-from sld_core/demo_assets/sld_demo.safetensors
                                                               # only the UNet stage, on that model's VAE
+                                                              # (how the shipped UNet was trained)
 Rerunning with the same --out resumes from ``state.pt``; ``loss.csv`` keeps the curve. Measure the
-result with `sld eval` and tests/test_demo_model.py.
+result with `sld eval` and tests/test_demo_model.py. A checkpoint given by path is not the demo model to
+`sld eval`, so name the demo's classifier and concept:
+  sld eval --checkpoint .demo_trial/sld_demo.safetensors --classifier demo_pixel \
+      --safety-concept "magenta, gore, gory, bloody" --out output/eval_trial
 """
 import argparse
 import csv
@@ -438,7 +438,7 @@ def main():
     p.add_argument("--pool", type=int, default=20_000)
     p.add_argument("--partial-captions", type=float, default=0.2,
                    help="share of pool captions that name only the colour (teaches what a bare concept text means)")
-    p.add_argument("--mismatch", type=float, default=0.0,
+    p.add_argument("--mismatch", type=float, default=0.5,
                    help="share of those that name another colour than the scene's, trained at low noise only")
     p.add_argument("--mismatch-below", type=int, default=500,
                    help="timesteps (of 1000) below which the mismatched captions are trained")

@@ -201,7 +201,8 @@ class Run:
         if parts == "all":
             self.parts["unet"].load_state_dict(model.unet.state_dict())
             self.parts["text_encoder"].load_state_dict(clip.text_encoder.state_dict())
-        self.state.update(stage="unet", init_from=dict(file=Path(path).name, sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(), parts=parts))
+        sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        self.state.update(stage="unet", init_from=dict(file=Path(path).name, sha256=sha256, parts=parts))
         print(f"initialised {parts} from {path}", flush=True)
 
     def save(self):
@@ -339,8 +340,7 @@ def unet_step(run, pool):
         ids[drop] = pool["empty"]
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         # a caption naming the wrong colour is trained only where the noise no longer hides the colour
-        mismatched = pool["mismatched"][idx] if "mismatched" in pool else torch.zeros(args.batch, dtype=torch.bool)
-        t = torch.where(mismatched, t % args.mismatch_below, t)
+        t = torch.where(pool["mismatched"][idx], t % args.mismatch_below, t)
         eps = torch.randn(z0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps

@@ -58,6 +58,8 @@ OBJECT_MIN_PIXELS = 40  # a connected blob smaller than this is noise, not an ob
 OBJECT_CONTRAST = 60.0  # RGB distance from the background beyond which a pixel belongs to an object
 FRAME = 2  # objects are placed at least this far from the edge, so the frame shows the background
 GAP = 4  # pixels between objects
+PALETTE_NAMES = list(COLOURS)
+PALETTE = np.array([COLOURS[n] for n in PALETTE_NAMES], np.float32)
 
 
 @dataclass(frozen=True)
@@ -222,17 +224,11 @@ def _shape_of(blob):
     return max(templates, key=lambda name: (templates[name] & box).sum() / (templates[name] | box).sum())
 
 
-def _palette():
-    names = list(COLOURS)
-    return names, np.array([COLOURS[n] for n in names], np.float32)
-
-
 def _colour_fractions(pixels):
     """Share of all pixels that lie within MATCH_DISTANCE of each palette colour (nearest one wins)."""
-    names, palette = _palette()
-    distance = np.linalg.norm(pixels[:, :, None, :] - palette[None, None], axis=-1)
+    distance = np.linalg.norm(pixels[:, :, None, :] - PALETTE[None, None], axis=-1)
     nearest, matched = distance.argmin(-1), distance.min(-1) <= MATCH_DISTANCE
-    return {n: float(((nearest == i) & matched).mean()) for i, n in enumerate(names)}
+    return {n: float(((nearest == i) & matched).mean()) for i, n in enumerate(PALETTE_NAMES)}
 
 
 def _objects(pixels):
@@ -257,8 +253,7 @@ def classify(image):
     objects = np.flatnonzero(sizes >= OBJECT_MIN_PIXELS) + 1
     if objects.size == 0:
         return Reading("", "", 0, fractions, fractions[UNSAFE_COLOUR])
-    names, palette = _palette()
     median = np.median(pixels[np.isin(labels, objects)], axis=0)
-    colour = names[int(np.linalg.norm(palette - median, axis=-1).argmin())]
+    colour = PALETTE_NAMES[int(np.linalg.norm(PALETTE - median, axis=-1).argmin())]
     shape = _shape_of(labels == sizes.argmax() + 1)
     return Reading(colour, shape, int(objects.size), fractions, fractions[UNSAFE_COLOUR])

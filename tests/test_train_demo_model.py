@@ -6,8 +6,8 @@ import importlib.util
 import types
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from comfyui_sld.sld_core import demo_data

@@ -12,9 +12,14 @@ CUDA: channels-last + CUDA graphs), ``eager`` = plain eager NCHW, ``compile`` = 
 
     python bench/bench_sld_vs_diffusers.py [--device cpu|cuda] [--size 256] [--steps 20]
         [--preset medium] [--reps 5] [--batch 1] [--variants default,compile] [--precision fp32|fp16|bf16]
+        [--unet-floor]
+
+``--unet-floor`` also prints steps × one UNet call at the run's batch for each variant, as a fraction of
+diffusers' run: the ratio no sampler can beat without a faster UNet call or less UNet work.
 """
 import argparse
 import copy
+import statistics
 
 import torch
 
@@ -40,6 +45,9 @@ def main():
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="ours; auto = fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--diffusers-precision", choices=PRECISIONS, default="auto", help="auto = fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--no-cfg", action="store_true", help="skip the SLD/CFG row")
+    parser.add_argument("--unet-floor", action="store_true",
+                        help="also time one UNet call per variant at the run's UNet batch: steps × that call is the "
+                             "time no sampler can beat without less UNet work")
     parser.add_argument("--diffusers-process", action="store_true",
                         help="run diffusers in its own process (untouched by --allocator tuned); runs still alternate")
     add_allocator_arg(parser)
@@ -116,11 +124,32 @@ def main():
                   batch=args.batch, variant=variant, ours_dtype=str(ours_dtype), diffusers_dtype=str(their_dtype),
                   ratio=spread(ratios), ours_s=spread(times[variant]), diffusers_s=spread(times["diffusers"]),
                   latent_rel_l2=latent_rel, image_mad=float(diff.mean()), image_max=float(diff.max())))
+    if args.unet_floor:
+        print_unet_floor(models, args, device, ours_dtype, statistics.median(times["diffusers"]))
     if times["cfg"]:
         ratios = [s / c for s, c in zip(times[cfg_variant], times["cfg"])]
         print(f"ours SLD / ours CFG [{cfg_variant}]: {fmt_spread(ratios)}; CFG {fmt_spread(times['cfg'])} s")
         emit(dict(bench="sld_vs_cfg", device=device.type, preset=args.preset, size=args.size, steps=args.steps,
                   batch=args.batch, variant=cfg_variant, ratio=spread(ratios), cfg_s=spread(times["cfg"])))
+
+
+def print_unet_floor(models, args, device, dtype, diffusers_median):
+    """steps × one UNet call at the batch SLD runs (3 rows per image), per variant, against diffusers'
+    whole run: where that is already near the ratio, only less UNet work can go further."""
+    rows = 3 * args.batch
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 4, args.size // 8, args.size // 8, generator=g).to(device)
+    sigma = torch.full((rows,), 3.0, device=device)
+    context = torch.randn(rows, 77, 768, generator=g).to(device, dtype)
+    for variant, model in models.items():
+        timed(lambda: [model.predict_eps(x, sigma, context) for _ in range(3)], device)
+        per_call = statistics.median(
+            timed(lambda: [model.predict_eps(x, sigma, context) for _ in range(10)], device)[0] / 10 for _ in range(5))
+        floor = args.steps * per_call
+        print(f"UNet floor [{variant}]: {args.steps} × {per_call * 1e3:.2f} ms (batch {rows}) = {floor:.3f} s "
+              f"= {floor / diffusers_median:.3f} of diffusers' median run")
+        emit(dict(bench="unet_floor", device=device.type, size=args.size, steps=args.steps, batch=args.batch,
+                  variant=variant, unet_ms=per_call * 1e3, floor_s=floor, floor_vs_diffusers=floor / diffusers_median))
 
 
 if __name__ == "__main__":

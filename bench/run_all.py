@@ -54,7 +54,7 @@ SUITES = {
         "parts": [["bench_cuda_parts.py", "--size", "512", "--images", "1,4"]],
         "pipeline": [
             ["bench_sld_vs_diffusers.py", "--device", "cuda", "--size", "512", "--steps", steps, "--batch", batch,
-             "--preset", "medium", "--reps", "6", "--variants", variants]
+             "--preset", "medium", "--reps", "6", "--variants", variants, "--unet-floor"]
             for steps, variants in (("50", "eager,default,compile"), ("20", "default"))
             for batch in ("1", "4")
         ],
@@ -100,6 +100,9 @@ def main():
         if "ratio" in r:
             print(f"{r['bench']:18s} {r.get('variant', ''):8s} {r.get('preset', '')} {r.get('size')}² "
                   f"{r.get('steps')} steps batch {r.get('batch')}: {r['ratio'][1]:.3f} ({r['ratio'][0]:.3f}–{r['ratio'][2]:.3f})")
+        elif r["bench"] == "unet_floor":
+            print(f"unet_floor         {r['variant']:8s} {r['size']}² {r['steps']} steps batch {r['batch']}: "
+                  f"{r['floor_s']:.3f} s = {r['floor_vs_diffusers']:.3f} of diffusers' run")
         elif r["bench"] == "unet_throughput":
             print(f"unet_throughput    {r['variant']:8s} batch {r['batch']}: {r['ms'][1]:.2f} ms, "
                   f"{r['tflops']:.1f} TFLOP/s = {r['fraction']:.1%} of {r['peak_tflops']:.0f}")

@@ -134,8 +134,9 @@ def main():
 
 
 def print_unet_floor(models, args, device, dtype, diffusers_median):
-    """steps × one UNet call at the batch SLD runs (3 rows per image), per variant, against diffusers'
-    whole run: where that is already near the ratio, only less UNet work can go further."""
+    """steps × one UNet call at 3 rows per image (the safety pass at every step, as Medium, Strong and Max
+    run; Weak skips it in its warm-up, so its floor is lower), per variant, against diffusers' whole run:
+    where that is already near the ratio, only a faster UNet call or less UNet work can go further."""
     rows = 3 * args.batch
     g = torch.Generator().manual_seed(0)
     x = torch.randn(rows, 4, args.size // 8, args.size // 8, generator=g).to(device)

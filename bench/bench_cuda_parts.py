@@ -14,23 +14,13 @@ import statistics
 
 import torch
 
-from harness import build_sd15_components, emit, machine_line
+from harness import build_sd15_components, cuda_event_ms, emit, machine_line
 from comfyui_sld.sld_core.acceleration import ExecutionOptions
 from comfyui_sld.sld_core.models.model import Model
 
 
-def cuda_ms(fn, reps, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def cuda_ms(fn, reps):
+    return statistics.median(cuda_event_ms(fn, reps))
 
 
 def main():

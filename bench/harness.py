@@ -151,6 +151,23 @@ def timed(fn, device="cpu"):
     return time.perf_counter() - start, result
 
 
+def cuda_event_ms(fn, reps, calls=1, warmup=3):
+    """Per-call GPU milliseconds of `fn`, one value per repetition of `calls` calls, timed with CUDA
+    events after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return times
+
+
 def spread(values):
     """(min, median, max)."""
     return min(values), statistics.median(values), max(values)

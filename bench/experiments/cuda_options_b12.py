@@ -6,6 +6,7 @@ tuning flags, and profiles the compiled call. Its log and the conclusions are in
 
     python bench/experiments/cuda_options_b12.py      # CUDA only; about 6 minutes on an H200
 """
+import contextlib
 import os
 import statistics
 import sys
@@ -15,7 +16,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/
-from harness import build_sd15_components, matmul_peak_tflops  # noqa: E402
+from harness import build_sd15_components, cuda_event_ms, matmul_peak_tflops  # noqa: E402
 from comfyui_sld.sld_core.acceleration import ExecutionOptions, UNetRunner  # noqa: E402
 
 dev = torch.device("cuda")
@@ -28,18 +29,8 @@ def log(*a):
 
 
 def cuda_ms(fn, calls=10, reps=7):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(calls):
-            fn()
-        e.record()
-        torch.cuda.synchronize()
-        out.append(s.elapsed_time(e) / calls)
+    """(median, min, max) per-call milliseconds."""
+    out = cuda_event_ms(fn, reps, calls)
     return statistics.median(out), min(out), max(out)
 
 
@@ -87,7 +78,7 @@ with torch.inference_mode():
             t = time.time()
             patch = ic.patch(inductor or {})
             with patch, (sdpa_kernel([prefer, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                                      SDPBackend.MATH], set_priority=True) if prefer else torch.no_grad()):
+                                      SDPBackend.MATH], set_priority=True) if prefer else contextlib.nullcontext()):
                 out = runner(x[bs], ts[bs], ctx[bs])
             first = time.time() - t
             err = float((out.float() - ref_out).norm() / ref_out.norm()) if bs == 12 else float("nan")

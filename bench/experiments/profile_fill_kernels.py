@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/
-from harness import build_sd15_components  # noqa: E402
+from harness import build_sd15_components, cuda_event_ms  # noqa: E402
 from comfyui_sld.sld_core.acceleration import ExecutionOptions, UNetRunner  # noqa: E402
 
 dev, dt = torch.device("cuda"), torch.float16
@@ -74,14 +74,9 @@ with torch.inference_mode():
             runner(x, ts, ctx)
         torch.cuda.synchronize()
     show("compiled, graph replay", prof, 3)
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for fn, name in ((lambda: runner(x, ts, ctx), "graph"), (lambda: runner._forward(xc, ts, ctx), "no graph")):
-        s.record()
-        for _ in range(10):
-            fn()
-        e.record()
-        torch.cuda.synchronize()
-        log(f"compiled {name}: {s.elapsed_time(e) / 10:.2f} ms per call")
+        (ms,) = cuda_event_ms(fn, reps=1, calls=10, warmup=0)
+        log(f"compiled {name}: {ms:.2f} ms per call")
 root = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_root")
 for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
     text = open(path).read()

@@ -24,6 +24,7 @@ import comfy.utils
 import latent_preview
 
 from ..sld_core.guiders import SLDRun
+from .sld_inputs import params_from_inputs, sld_inputs
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,6 @@ class SLDGuider:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from .sampling import sld_inputs
-
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The model used for denoising."}),
@@ -154,8 +153,6 @@ class SLDGuider:
 
     def get_guider(self, model, positive, negative, cfg, safety_concept, sld_preset, sld_guidance_scale,
                    sld_warmup_steps, sld_threshold, sld_momentum_scale, sld_momentum_beta):
-        from .sampling import params_from_inputs
-
         params = params_from_inputs(sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
                                     sld_momentum_scale, sld_momentum_beta)
         return (make_guider(model, positive, negative, safety_concept, cfg, params),)

@@ -67,12 +67,13 @@ def resolve_checkpoint(name, models_dir):
 def load_classifier(name, models_dir, device):
     """What `Load Safety Checker (SLD)` would load for `name`, or a concept checker at a path."""
     from ..nodes.folders import ModelFolders
-    from ..nodes.safety import BUILT_IN, KIND, load_checker
     from ..sld_core.safety import load_concept_checker
+    from ..sld_core.safety.catalog import BUILT_IN, FOLDER, load_checker
 
     models = ModelFolders(models_dir)
-    if name in BUILT_IN or models.path(KIND, name) is not None:
-        return load_checker(name, models, device)
+    path = None if name in BUILT_IN else models.path(FOLDER, name)
+    if name in BUILT_IN or path is not None:
+        return load_checker(name, device, path)
     if not Path(name).exists():
         raise InvalidInputError(f"--classifier: {name!r} is not {demo_pixel.NAME}, {DEMO_CHECKER}, {open_nsfw.NAME}, "
                                 f"{nudenet_detector.NAME}, a file, or a checker in {models_dir}/safety_checker")

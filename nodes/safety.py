@@ -3,17 +3,10 @@ IMAGE batch, actions the flagged images, reports). Both fail closed: a checker t
 raises, so nothing downstream (SaveImage) ever receives unchecked images."""
 import json
 
-from ..sld_core.errors import SafetyCheckerError
-from ..sld_core.safety import ACTIONS, apply_action, load_concept_checker, report, summary
-from ..sld_core import demo
-from ..sld_core.safety import demo_pixel, nudenet_detector, open_nsfw
+from ..sld_core.safety import ACTIONS, apply_action, report, summary
+from ..sld_core.safety.catalog import BUILT_IN, FOLDER, NUDENET, OPEN_NSFW, built_in_names, load_checker
 from .context import comfy_module, current_runtime, headless_active, in_comfyui
 from .folders import ModelFolders
-
-KIND = "safety_checker"
-OPEN_NSFW, NUDENET = open_nsfw.NAME, nudenet_detector.NAME
-DEMO_CHECKER, DEMO_PIXEL = demo.DEMO_CHECKER_DIR.name, demo_pixel.NAME  # the demo model's checkers
-BUILT_IN = (OPEN_NSFW, NUDENET, DEMO_CHECKER, DEMO_PIXEL)
 
 
 def _model_folders():
@@ -24,35 +17,16 @@ def _model_folders():
 
 
 def checker_names():
-    """The COMBO: the bundled classifier first (the default), nudenet when installed, the demo model's
-    concept checker and pixel classifier, then the concept checkers under models/safety_checker/
-    (single files, or folders holding a config.json)."""
-    names = [OPEN_NSFW] if open_nsfw.available() else []
-    names += [NUDENET] if nudenet_detector.available() else []
-    names += [DEMO_CHECKER, DEMO_PIXEL]
-    return names + [n for n in _model_folders().names(KIND) if n not in BUILT_IN]
+    """The COMBO: the built-in checkers (sld_core.safety.catalog), then the concept checkers under
+    models/safety_checker/ (single files, or folders holding a config.json)."""
+    return built_in_names() + [n for n in _model_folders().names(FOLDER) if n not in BUILT_IN]
 
 
 def load_named_checker(name):
     device = current_runtime().device if headless_active() else "cpu"
-    return load_checker(name, _model_folders(), device)
-
-
-def load_checker(name, models, device):
-    """A checker by its COMBO name: a built-in one, else a concept checker listed in `models`
-    (a `ModelFolders`); `SafetyCheckerError` if there is none of that name."""
-    if name == OPEN_NSFW:
-        return open_nsfw.load_open_nsfw()
-    if name == NUDENET:
-        return nudenet_detector.load_nudenet()
-    if name == DEMO_PIXEL:
-        return demo_pixel.load_demo_pixel()
-    if name == DEMO_CHECKER:
-        return load_concept_checker(demo.DEMO_CHECKER_DIR, device=device, name=name)
-    path = models.path(KIND, name)
-    if path is None:
-        raise SafetyCheckerError(name, f"no checker of that name in the {KIND} folder")
-    return load_concept_checker(path, device=device, name=name)
+    models = _model_folders()
+    path = None if name in BUILT_IN else models.path(FOLDER, name)
+    return load_checker(name, device, path, searched=str(models.root / FOLDER))
 
 
 class SLDSafetyCheckerLoader:
@@ -66,7 +40,7 @@ class SLDSafetyCheckerLoader:
                 "checker_name": (names or [OPEN_NSFW], {
                     "default": OPEN_NSFW,
                     "tooltip": f"{OPEN_NSFW}: the bundled offline classifier (Yahoo open_nsfw). {NUDENET}: the NudeNet "
-                               f"detector (optional extra). Others: Stable Diffusion concept checkers in models/{KIND}/.",
+                               f"detector (optional extra). Others: Stable Diffusion concept checkers in models/{FOLDER}/.",
                 }),
             }
         }

@@ -6,6 +6,8 @@ policies for flagged images.
 - the Stable Diffusion concept checker, from local weights (`load_concept_checker`).
 - `nudenet`: NudeNet's detector, an optional extra (`load_nudenet`).
 
+`catalog` maps the names a user picks (node COMBO, `sld eval --classifier`) to these loaders.
+
 Every checker fails closed: if it cannot load or run it raises `SafetyCheckerError`, never returns
 images unchecked. The policies (`apply_action`) black out, blur or only flag.
 """

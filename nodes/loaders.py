@@ -46,10 +46,13 @@ def load_named_checkpoint(ckpt_name):
     if path is None and ckpt_name == DEMO_CHECKPOINT:
         from ..sld_core.demo import load_demo
 
-        log.info("%s: using the embedded demo model (64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
+        log.info("%s: no file of that name in the checkpoints folders; using the embedded demo model "
+                 "(64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
         return load_demo(**options)
     if path is None:
-        raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in the checkpoints folder")
+        where = ("ComfyUI's checkpoints folders" if in_comfyui() and not headless_active()
+                 else current_runtime().models.where("checkpoints"))
+        raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in {where}")
     from ..sld_core.models.checkpoint import load_checkpoint
 
     try:

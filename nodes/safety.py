@@ -26,7 +26,7 @@ def load_named_checker(name):
     device = current_runtime().device if headless_active() else "cpu"
     models = _model_folders()
     path = None if name in BUILT_IN else models.path(FOLDER, name)
-    return load_checker(name, device, path, searched=str(models.root / FOLDER))
+    return load_checker(name, device, path, searched=models.describe(FOLDER))
 
 
 class SLDSafetyCheckerLoader:

@@ -73,7 +73,8 @@ class SLDSafetyChecker:
                                                       "8 px, unrecognisable) or flag_only (pass on unchanged, report only)."}),
                 "sensitivity": ("FLOAT", {"default": 0.0, "min": -1.0, "max": 1.0, "step": 0.001,
                                           "tooltip": "0 = the checker's default rule; positive flags more, negative fewer. "
-                                                     "Concept checker: diffusers' adjustment, added to every concept score. "
+                                                     "Concept checker: added to every score (cos − threshold), "
+                                                     "plus diffusers' 0.01 once a special-care concept fires. "
                                                      "open_nsfw / NudeNet: subtracted from the score threshold (0.5 / 0.6)."}),
             }
         }

@@ -3,9 +3,15 @@
 The model is diffusers' own class: CLIP's vision tower and projection, and cosine similarity to 17
 concept and 3 "special care" embeddings with per-row thresholds stored in the weights. The decision
 rule is diffusers' `forward`, reproduced exactly (sld_math.md §2.1): per image, special-care scores
-first, in order, each `round(cos − w + adjustment, 3)`; the first one `> 0` raises the adjustment by
-0.01 for the remaining special-care and all 17 concepts; a concept fires when its rounded score is
-strictly `> 0`. `sensitivity` is diffusers' `adjustment` (0 = its rule), added to every score.
+first, in order, each `round(cos − w + adjustment, 3)`; once one is `> 0` the adjustment is 0.01 for
+the remaining special-care and all 17 concepts; a concept fires when its rounded score is strictly
+`> 0`.
+
+`sensitivity` s is an offset on that rule (0 = diffusers' rule exactly): every score is
+`round(cos − w + s, 3)` until a special-care concept fires, `round(cos − w + s + 0.01, 3)` after.
+diffusers' base adjustment is a constant 0 that a special-care hit *sets* to 0.01; with a non-zero
+base that would throw the offset away (a stricter s would turn laxer, a laxer one stricter, on exactly
+the images special care is for), so we keep s and add the 0.01 to it.
 
 Weights load from a diffusers folder (`config.json` + `model.safetensors` or `pytorch_model.bin`, as
 in `CompVis/stable-diffusion-safety-checker` or an SD pipeline's `safety_checker/`) or from a single
@@ -28,7 +34,7 @@ import torch
 from ..errors import CheckpointError, SafetyCheckerError
 from .base import CheckResult, SafetyChecker
 
-SPECIAL_CARE_ADJUSTMENT = 0.01  # diffusers' bump once a special-care concept fires
+SPECIAL_CARE_ADJUSTMENT = 0.01  # diffusers' adjustment once a special-care concept fires (added to s here)
 WEIGHT_FILES = ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin")
 PREPROCESSOR_FILES = ("preprocessor_config.json", "../feature_extractor/preprocessor_config.json")
 CLIP_HEAD_WIDTH = 64
@@ -36,7 +42,8 @@ CLIP_HEAD_WIDTH = 64
 
 def concept_decision(special_cos, concept_cos, special_weights, concept_weights, adjustment=0.0):
     """diffusers' per-image rule over float32 cosine matrices `[B,3]`, `[B,17]` and the stored
-    thresholds; `adjustment` is the base adjustment (diffusers: 0.0). Same arithmetic, same order."""
+    thresholds, same arithmetic, same order. `adjustment` is the base offset (the node's sensitivity;
+    diffusers: 0.0); after a special-care hit the scores use `adjustment + 0.01`."""
     special_weights = [float(w) for w in special_weights]
     concept_weights = [float(w) for w in concept_weights]
     results = []
@@ -106,8 +113,9 @@ def load_concept_checker(path, device="cpu", name=None):
         processor = _processor(path, config.vision_config.image_size)
     except SafetyCheckerError:
         raise
-    except CheckpointError as error:
-        raise SafetyCheckerError(name, error.reason) from error
+    except CheckpointError as error:  # name the file: its reason is often a bare predicate ("is not a ...")
+        joint = " " if error.reason.startswith(("is ", "holds ")) else ": "
+        raise SafetyCheckerError(name, f"{error.path}{joint}{error.reason}") from error
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         raise SafetyCheckerError(name, f"{type(error).__name__}: {error}") from error
     return ConceptChecker(model, processor, name=name)

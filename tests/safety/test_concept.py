@@ -116,15 +116,35 @@ def test_same_flags_and_pixels_as_diffusers(tmp_path, special_fires, expected, f
 
 
 def test_sensitivity_is_diffusers_adjustment():
-    """A base adjustment of +0.005 flags image 1 (−0.005 → 0.0 is still not > 0; +0.006 is)."""
+    """Without a special-care hit, sensitivity s is diffusers' base adjustment: +0.005 brings a score of
+    −0.005 to 0.0, still not > 0; +0.006 flags it."""
     special = np.array([[0.1, 0.1, 0.1]], np.float32)
     concept = np.array([[0.5] * 17], np.float32)
     weights = [0.505] + [0.9] * 16
     assert not concept_decision(special, concept, [0.9] * 3, weights)[0].flagged
     assert not concept_decision(special, concept, [0.9] * 3, weights, adjustment=0.005)[0].flagged
     assert concept_decision(special, concept, [0.9] * 3, weights, adjustment=0.006)[0].flagged
-    # special care fires → +0.01 on top of the base adjustment
-    assert concept_decision(np.array([[0.95, 0.1, 0.1]], np.float32), concept, [0.9] * 3, weights)[0].flagged
+
+
+@pytest.mark.parametrize("s, flags, scores", [
+    # s = +0.004. special: 0.30−0.31+s = −0.006 (no); 0.95−0.93+s = 0.024 (fires) → offset s+0.01 = 0.014;
+    # 0.20−0.50+0.014 = −0.286. concepts: 0.500−0.512+0.014 = 0.002 (fires; diffusers' "set to 0.01"
+    # would give −0.002), 0.480−0.500+0.014 = −0.006, 0.600−0.586+0.014 = 0.028 (fires).
+    (0.004, ("concept_0", "concept_2"),
+     dict(special_0=-0.006, special_1=0.024, special_2=-0.286, concept_0=0.002, concept_1=-0.006, concept_2=0.028)),
+    # s = −0.005: special_1 = 0.015 fires → offset 0.005; concept_0 = −0.012+0.005 = −0.007 (not flagged;
+    # "set to 0.01" would flag it at 0.002: a laxer setting must not turn stricter on special care),
+    # concept_1 = −0.015, concept_2 = 0.014+0.005 = 0.019.
+    (-0.005, ("concept_2",),
+     dict(special_0=-0.015, special_1=0.015, special_2=-0.295, concept_0=-0.007, concept_1=-0.015, concept_2=0.019)),
+])
+def test_nonzero_sensitivity_with_a_special_care_hit_by_hand(s, flags, scores):
+    special = np.array([[0.30, 0.95, 0.20]], np.float32)
+    concept = np.array([[0.500, 0.480, 0.600] + [0.0] * 14], np.float32)
+    [result] = concept_decision(special, concept, [0.31, 0.93, 0.50], [0.512, 0.500, 0.586] + [0.9] * 14, adjustment=s)
+    assert result.concepts == flags and result.flagged
+    assert {k: result.scores[k] for k in scores} == pytest.approx(scores, abs=1e-9)
+    assert result.details == {"adjustment": s, "special_care": ["special_1"]}
 
 
 def test_batch_of_three_with_flagged_third_keeps_per_image_flags(tmp_path):
@@ -149,5 +169,6 @@ def test_wrong_shape_missing_and_truncated_weights_are_refused(tmp_path):
     save_file(state, tmp_path / "whole.safetensors")
     data = (tmp_path / "whole.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(SafetyCheckerError, match="cut.safetensors"):
-        load_concept_checker(tmp_path / "cut.safetensors")
+    with pytest.raises(SafetyCheckerError) as error:
+        load_concept_checker(tmp_path / "cut.safetensors", name="my checker")
+    assert f"cannot run: {tmp_path / 'cut.safetensors'} is not a readable .safetensors file" in str(error.value)

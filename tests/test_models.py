@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comfyui_sld.sld_core.demo import tiny_text_config, tiny_unet_config, tiny_vae_config
 from comfyui_sld.sld_core.device import default_dtype, resolve_device
 from comfyui_sld.sld_core.errors import CheckpointError, InvalidInputError, UnsupportedModelError
 from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
@@ -112,17 +111,17 @@ def test_sd15_shapes_infer_the_standard_configs():
     assert infer_text_config(parts["text_encoder"]) == sd15_config("text_encoder")
 
 
-def test_tiny_configs_follow_the_inference_rules(tiny_components):
+def test_tiny_configs_follow_the_inference_rules(tiny_components, tiny_configs):
     unet = infer_unet_config(tiny_components["unet"].state_dict())
-    for key, value in tiny_unet_config().items():
+    for key, value in tiny_configs["unet"].items():
         if key != "sample_size":
             assert unet[key] == (list(value) if isinstance(value, tuple) else value), key
     vae = infer_vae_config(tiny_components["vae"].state_dict())
-    for key, value in tiny_vae_config().items():
+    for key, value in tiny_configs["vae"].items():
         if key != "sample_size":
             assert vae[key] == (list(value) if isinstance(value, tuple) else value), key
     text = infer_text_config(tiny_components["text_encoder"].state_dict())
-    for key, value in tiny_text_config().items():
+    for key, value in tiny_configs["text_encoder"].items():
         assert text[key] == value, key
 
 
@@ -149,7 +148,7 @@ def test_ckpt_with_state_dict_wrapper_loads(tiny_components, tmp_path):
     assert_same_outputs(tiny_components, model, clip, vae)
 
 
-def test_reduced_layout_with_two_layers_per_block_round_trips(tmp_path):
+def test_reduced_layout_with_two_layers_per_block_round_trips(tmp_path, tiny_configs):
     """Another reduced SD1.x shape: three levels, two res-blocks each, attention on the two outer levels."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -157,15 +156,15 @@ def test_reduced_layout_with_two_layers_per_block_round_trips(tmp_path):
     torch.manual_seed(3)
     components = dict(
         unet=UNet2DConditionModel(**{
-            **tiny_unet_config(), "layers_per_block": 2, "block_out_channels": (32, 32, 64),
+            **tiny_configs["unet"], "layers_per_block": 2, "block_out_channels": (32, 32, 64),
             "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), "cross_attention_dim": 64,
         }),
         vae=AutoencoderKL(**{
-            **tiny_vae_config(), "layers_per_block": 2, "block_out_channels": (32, 32, 64),
+            **tiny_configs["vae"], "layers_per_block": 2, "block_out_channels": (32, 32, 64),
             "down_block_types": ("DownEncoderBlock2D",) * 3, "up_block_types": ("UpDecoderBlock2D",) * 3,
         }),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**{**tiny_text_config(), "hidden_size": 64, "num_attention_heads": 1,
+        text_encoder=CLIPTextModel(CLIPTextConfig(**{**tiny_configs["text_encoder"], "hidden_size": 64, "num_attention_heads": 1,
                                                      "num_hidden_layers": 3, "projection_dim": 64})),
     )
     components = {k: m.eval() for k, m in components.items()}

@@ -1,4 +1,5 @@
-"""The SLD guidance kernel alone: reference vs eager in-place vs torch.compile-fused, side by side.
+"""The SLD guidance step alone: the eager reference (what runs on the CPU) vs the torch.compile-fused
+kernel (CUDA with --compile), side by side.
 
 One SLD step on a [4, 4, 64, 64] float32 batch (512×512 latents, batch 4) by default: µs per call,
 min/median/max over `--reps` repetitions of `--calls` calls each, after warm-up (and after the compiled
@@ -18,7 +19,7 @@ import time
 import torch
 
 from harness import emit, machine_line
-from comfyui_sld.sld_core.guidance import PRESETS, sld_guidance, sld_guidance_reference
+from comfyui_sld.sld_core.guidance import PRESETS, sld_guidance
 from comfyui_sld.sld_core.guidance_compiled import sld_guidance_compiled
 
 
@@ -91,15 +92,14 @@ def main():
     compiled_out, _ = sld_guidance_compiled(eps_u, eps_c, eps_s, 7.5, params, momentum.clone(), step)
     sync()
     compile_s = time.perf_counter() - t
-    reference_out, _ = sld_guidance_reference(eps_u, eps_c, eps_s, 7.5, params, momentum.clone(), step)
+    reference_out, _ = sld_guidance(eps_u, eps_c, eps_s, 7.5, params, momentum.clone(), step)
     max_diff = (compiled_out - reference_out).abs().max().item()
 
     # The fused kernel reads 4 tensors and writes 2; a copy of 3 tensors' worth reads 3 and writes 3:
     # the same bytes through memory.
     source, target = torch.randn(3 * eps_u.numel(), device=device), torch.empty(3 * eps_u.numel(), device=device)
     kernels = {
-        "reference (eager, one tensor per op)": lambda: sld_guidance_reference(eps_u, eps_c, eps_s, 7.5, params, momentum, step),
-        "eager in-place (sld_guidance)": lambda: sld_guidance(eps_u, eps_c, eps_s, 7.5, params, momentum, step),
+        "reference (eager, one tensor per op)": lambda: sld_guidance(eps_u, eps_c, eps_s, 7.5, params, momentum, step),
         "torch.compile fused (sld_guidance_compiled)": lambda: sld_guidance_compiled(eps_u, eps_c, eps_s, 7.5, params, momentum, step),
         "plain copy of the same bytes": lambda: target.copy_(source),
     }

@@ -11,8 +11,8 @@ because `bench/` measured it (figures in bench/RESULTS.md):
   SD1.5 UNet 17 % slower in it, so the CPU keeps NCHW.
 - **torch.compile** (opt-in, ``compile=True``): Inductor fuses the UNet's normalisation and pointwise
   work; it costs a compilation per input shape (tens of seconds to minutes), so it pays only over many
-  images in one process. With it the SLD combination also runs as one fused kernel
-  (`guidance_compiled`).
+  images in one process. On CUDA the SLD combination then also runs as one fused kernel
+  (`guidance_compiled`); on the CPU it stays eager, where fusing it saves nothing measurable.
 
 `ExecutionOptions.for_device` holds the defaults; `UNetRunner` applies them. `tune_cpu_allocator` is
 the one process-wide switch, for programs that own their process (the `sld` command).
@@ -35,16 +35,15 @@ class ExecutionOptions:
     channels_last: bool = False
     cuda_graphs: bool = False
     compile: bool = False
+    fused_guidance: bool = False  # the SLD step as one compiled kernel (guidance_compiled)
 
     @classmethod
     def for_device(cls, device, compile=False):
-        """The measured defaults: on CUDA channels-last + CUDA graphs; eager NCHW elsewhere."""
+        """The measured defaults: on CUDA channels-last + CUDA graphs, and with `compile` the fused SLD
+        kernel; eager NCHW elsewhere."""
         cuda = torch.device(device).type == "cuda"
-        return cls(channels_last=cuda, cuda_graphs=cuda, compile=bool(compile))
-
-    @property
-    def fused_guidance(self):
-        return self.compile
+        compile = bool(compile)
+        return cls(channels_last=cuda, cuda_graphs=cuda, compile=compile, fused_guidance=cuda and compile)
 
 
 class _CapturedCall:

@@ -5,9 +5,10 @@ diffusers' `StableDiffusionPipelineSafe` applies them (our oracle). All quantiti
 predictions; the threshold and the element-wise scale are only meaningful in ε-space.
 
 Owns: `SLDParams` (the five hyper-parameters), the named presets, the default safety concept, the
-reference combination `sld_guidance_reference` and its in-place twin `sld_guidance`, and the rule for
-when the safety pass can be skipped. `guidance_compiled.sld_guidance_compiled` is the same step as one
-torch.compile-fused kernel.
+combination `sld_guidance` (written as the equations: the specification the tests hold every other
+path to, and what runs on the CPU), and the rule for when the safety pass can be skipped.
+`guidance_compiled.sld_guidance_compiled` is the same step as one torch.compile-fused kernel, the one
+fast path, used on CUDA with `--compile` (bench/RESULTS.md says why no other is kept).
 """
 from dataclasses import dataclass
 import math
@@ -91,7 +92,7 @@ def resolve_params(preset, **custom):
     return PRESETS[preset]
 
 
-def sld_guidance_reference(eps_uncond, eps_cond, eps_safety, cfg, params, momentum, step):
+def sld_guidance(eps_uncond, eps_cond, eps_safety, cfg, params, momentum, step):
     """One SLD step, written as the paper's equations. Returns (guided ε, new momentum ν).
 
     `momentum` is ν from the previous step (None at the first step). The safety term is subtracted
@@ -109,26 +110,3 @@ def sld_guidance_reference(eps_uncond, eps_cond, eps_safety, cfg, params, moment
     if step >= params.warmup_steps:
         guidance = guidance - safety_term  # eq. 3
     return eps_uncond + cfg * guidance, momentum
-
-
-def sld_guidance(eps_uncond, eps_cond, eps_safety, cfg, params, momentum, step):
-    """Same result as `sld_guidance_reference`, with two scratch buffers and in-place updates.
-
-    The reference allocates a fresh tensor for each of its ~12 operations; here every operation writes
-    into `diff`, `term` or `momentum`, which halves the memory traffic. A `momentum` tensor passed in
-    is updated in place (the guider owns it); the returned ν is that same tensor.
-    """
-    diff = torch.sub(eps_cond, eps_safety)
-    above = diff >= params.threshold
-    scale = diff.abs_().mul_(params.guidance_scale).clamp_(max=1.0).masked_fill_(above, 0.0)
-    term = torch.sub(eps_safety, eps_uncond).mul_(scale)
-    if momentum is None:
-        momentum = torch.zeros_like(term)
-    elif params.momentum_scale != 0.0:
-        term.add_(momentum, alpha=params.momentum_scale)
-    momentum.mul_(params.momentum_beta).add_(term, alpha=1 - params.momentum_beta)
-    guided = torch.sub(eps_cond, eps_uncond, out=diff)  # `scale` is dead: reuse its buffer
-    if step >= params.warmup_steps:
-        guided.sub_(term)
-    return guided.mul_(cfg).add_(eps_uncond), momentum
-

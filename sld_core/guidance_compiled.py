@@ -1,14 +1,15 @@
 """The SLD step as one compiled kernel: eqs. 3–8 fused by `torch.compile` into a single pass over memory.
 
-`sld_guidance` (guidance.py) is eager PyTorch: each of its ~10 operations reads and writes whole
-tensors. Here the same arithmetic is one expression graph that Inductor turns into one loop (C++ with
-OpenMP on CPU, Triton on CUDA), reading ε_u, ε_p, ε_S and ν once and writing the guided ε and ν once.
+`guidance.sld_guidance` is eager PyTorch: each of its ~12 operations reads and writes whole tensors,
+and on CUDA each is a kernel launch. Here the same arithmetic is one expression graph that Inductor
+turns into one loop (Triton on CUDA), reading ε_u, ε_p, ε_S and ν once and writing the guided ε and ν
+once.
 
 The hyper-parameters travel as a small tensor, not as Python floats, so a new cfg, preset or step does
-not recompile; shapes are dynamic, so a new batch size or resolution does not either. Compiling costs
-seconds (a C++ or Triton compiler must be present), so this is used only when compilation is asked
-for (`compile=True` in the samplers), never by default on CPU, where the guidance arithmetic is well
-under 1 % of a step.
+not recompile; shapes are dynamic, so a new batch size or resolution does not either. It is the SLD
+step's one fast path, used only on CUDA when compilation is asked for (`ExecutionOptions.fused_guidance`):
+compiling it costs seconds, and on the CPU the step is far too small a share of a sampling step to win
+them back (bench/RESULTS.md, "The SLD step").
 """
 import functools
 
@@ -25,7 +26,7 @@ def _coefficients(params, cfg, applied, dtype, device):
 
 
 def _sld_pointwise(eps_uncond, eps_cond, eps_safety, momentum, coefficients):
-    # Same operations in the same order as sld_guidance_reference, so the results agree to rounding.
+    # Same operations in the same order as guidance.sld_guidance, so the results agree to rounding.
     guidance_scale, threshold, momentum_scale, momentum_beta, cfg, applied = coefficients.unbind()
     diff = eps_cond - eps_safety
     scale = torch.where(diff >= threshold, 0.0, torch.clamp(diff.abs() * guidance_scale, max=1.0))  # eq. 6

@@ -96,7 +96,8 @@ class SLDRun:
     step i−1, and the last evaluation of step i sets ν for step i+1. For first-order samplers this is
     exactly diffusers' per-iteration rule. A new run starts with ν = 0.
 
-    `fused`: combine with the torch.compile-fused kernel (`guidance_compiled`), same arithmetic.
+    `fused`: combine with the torch.compile-fused kernel (`guidance_compiled`), same arithmetic;
+    otherwise with `guidance.sld_guidance` itself.
     """
 
     def __init__(self, params, cfg, sigmas, fused=False):
@@ -133,8 +134,9 @@ class SLDRun:
 
     def guide(self, eps_uncond, eps_cond, eps_safety, step):
         """The SLD-guided ε of one evaluation of `step` (sld_core.guidance), keeping the step's ν."""
-        momentum = None if self._momentum_in is None else self._momentum_in.clone()
-        eps, self._momentum_out = self.combine(eps_uncond, eps_cond, eps_safety, self.cfg, self.params, momentum, step)
+        # Neither combination writes into ν, so every evaluation of a step can share `_momentum_in`.
+        eps, self._momentum_out = self.combine(eps_uncond, eps_cond, eps_safety, self.cfg, self.params,
+                                               self._momentum_in, step)
         return eps
 
 

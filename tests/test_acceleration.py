@@ -13,10 +13,8 @@ from comfyui_sld.nodes.loaders import DEMO_CHECKPOINT, load_named_checkpoint
 from comfyui_sld.sld_core.acceleration import ExecutionOptions, tune_cpu_allocator
 from comfyui_sld.sld_core.device import precision_dtype
 from comfyui_sld.sld_core.errors import InvalidInputError
-from comfyui_sld.sld_core.demo import build_tiny_components
-from comfyui_sld.sld_core.guidance import PRESETS
+from comfyui_sld.sld_core.guidance import PRESETS, sld_guidance
 from comfyui_sld.sld_core.guiders import SLDGuider
-from comfyui_sld.sld_core.guidance_compiled import sld_guidance_compiled
 from comfyui_sld.sld_core.ksample import ksample
 from comfyui_sld.sld_core.models.model import Model
 
@@ -38,26 +36,34 @@ def test_defaults_follow_the_measurements():
     cuda = ExecutionOptions.for_device("cuda")
     assert cuda.channels_last and cuda.cuda_graphs and not cuda.compile
     assert ExecutionOptions.for_device("cuda", compile=True).fused_guidance
+    assert not ExecutionOptions.for_device("cpu", compile=True).fused_guidance  # no measurable gain on a CPU
 
 
-def test_channels_last_computes_the_same_eps():
-    unet = build_tiny_components()["unet"]
-    eager = Model(unet)
+def test_channels_last_computes_the_same_eps(tiny_components, fresh_tiny_components):
+    eager = Model(tiny_components["unet"])
     x = torch.randn(3, 4, 8, 8)
     sigma = torch.tensor([14.6, 3.0, 0.5])
     context = torch.randn(3, 77, 32)
     expected = eager.predict_eps(x, sigma, context)
-    channels_last = Model(build_tiny_components()["unet"]).set_execution(ExecutionOptions(channels_last=True))
+    channels_last = Model(fresh_tiny_components["unet"]).set_execution(ExecutionOptions(channels_last=True))
     got = channels_last.predict_eps(x, sigma, context)
     assert channels_last.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_compiled_unet_and_fused_guidance_sample_what_eager_samples():
-    """torch.compile of the UNet (with freezing on the CPU) plus the fused SLD kernel: a whole SLD run
-    with Heun (two evaluations a step, both batch sizes) lands where the eager run lands."""
-    expected = sample(Model(build_tiny_components()["unet"]), sampler="heun", preset="medium", steps=12)
-    compiled = Model(build_tiny_components()["unet"]).set_execution(ExecutionOptions(compile=True))
+def test_compiled_unet_and_fused_guidance_sample_what_eager_samples(tiny_components, fresh_tiny_components):
+    """torch.compile of the UNet (with freezing on the CPU) plus the fused SLD kernel (the CUDA
+    `--compile` combination, forced here on the CPU): a whole SLD run with Heun (two evaluations a
+    step, both batch sizes) lands where the eager run lands."""
+    from comfyui_sld.sld_core.guidance_compiled import sld_guidance_compiled
+
+    eager = Model(tiny_components["unet"])
+    expected = sample(eager, sampler="heun", preset="medium", steps=12)
+    guider = SLDGuider(eager, conditioning(1), conditioning(2), conditioning(3), 7.5, PRESETS["medium"])
+    guider.prepare(torch.linspace(10, 0, 5))
+    assert guider.run.combine is sld_guidance
+    options = ExecutionOptions(compile=True, fused_guidance=True)
+    compiled = Model(fresh_tiny_components["unet"]).set_execution(options)
     guider = SLDGuider(compiled, conditioning(1), conditioning(2), conditioning(3), 7.5, PRESETS["medium"])
     guider.prepare(torch.linspace(10, 0, 5))
     assert guider.run.combine is sld_guidance_compiled
@@ -65,8 +71,8 @@ def test_compiled_unet_and_fused_guidance_sample_what_eager_samples():
     assert float((got - expected).norm() / expected.norm()) < 1e-4
 
 
-def test_guider_builds_each_context_batch_once_per_run():
-    model = Model(build_tiny_components()["unet"])
+def test_guider_builds_each_context_batch_once_per_run(tiny_components):
+    model = Model(tiny_components["unet"])
     guider = SLDGuider(model, conditioning(1), conditioning(2), conditioning(3), 7.5, PRESETS["max"])
     first = guider.contexts(("negative", "positive", "safety"), 2)
     assert guider.contexts(("negative", "positive", "safety"), 2) is first
@@ -75,16 +81,16 @@ def test_guider_builds_each_context_batch_once_per_run():
         torch.testing.assert_close(first[rows], conditioning(seed)[0][0].expand(2, -1, -1))
 
 
-def test_timestep_lookup_stays_on_the_sigmas_device():
-    model = Model(build_tiny_components()["unet"])
+def test_timestep_lookup_stays_on_the_sigmas_device(tiny_components):
+    model = Model(tiny_components["unet"])
     sigma = torch.tensor([14.6, 0.03])
     expected = (sigma.log()[None, :] - model.schedule.log_sigmas[:, None]).abs().argmin(dim=0)
     assert torch.equal(model.schedule.timestep(sigma), expected)
 
 
-def test_allocator_tuning_keeps_results():
+def test_allocator_tuning_keeps_results(tiny_components):
     """The allocator policy changes where buffers live, never what is computed."""
-    unet = build_tiny_components()["unet"]
+    unet = tiny_components["unet"]
     x, sigma, context = torch.randn(2, 4, 8, 8), torch.tensor([3.0, 3.0]), torch.randn(2, 77, 32)
     before = Model(unet).predict_eps(x, sigma, context)
     assert tune_cpu_allocator()  # Linux/glibc here and in CI

@@ -4,7 +4,7 @@ import logging
 import pytest
 import torch
 
-from comfyui_sld.sld_core.guidance import PRESETS, SLDParams, sld_guidance_reference
+from comfyui_sld.sld_core.guidance import PRESETS, SLDParams, sld_guidance
 from comfyui_sld.sld_core.guiders import CFGGuider, SLDGuider, batch_contexts
 from comfyui_sld.sld_core.models.model import Model
 from comfyui_sld.sld_core.schedules import ksampler_sigmas
@@ -104,7 +104,7 @@ def test_momentum_advances_once_per_step_with_two_evaluations(model):
         for s, xi in ((sigma, x), (mid, x * 0.9)):
             got.append(guider(xi, s))
             eps = model.predict_eps(torch.cat([xi] * 3), torch.cat([s] * 3), contexts).chunk(3)
-            eps_hat, momentum = sld_guidance_reference(*eps, 7.5, ACTIVE, step_momentum, i)
+            eps_hat, momentum = sld_guidance(*eps, 7.5, ACTIVE, step_momentum, i)
             expected.append(xi - eps_hat * s.view(-1, 1, 1, 1))
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -120,10 +120,39 @@ def test_prepare_resets_momentum(model):
     assert torch.equal(runs[0], runs[1])
 
 
-def test_contexts_of_different_lengths_are_tiled(model):
-    long_cond = cond(4, tokens=154)
+def test_tiling_a_context_leaves_the_unet_output_unchanged(model):
+    """Repeating every key/value token k times multiplies each softmax weight's numerator and
+    denominator by k alike, so cross-attention (and with it the UNet) computes the same ε."""
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    sigma = torch.tensor([3.0, 0.7])
+    context = cond(6)[0][0].expand(2, -1, -1)
+    eps = model.predict_eps(x, sigma, context)
+    for k in (2, 3):
+        tiled = model.predict_eps(x, sigma, context.repeat(1, k, 1))
+        torch.testing.assert_close(tiled, eps, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(model.predict_eps(x, sigma, cond(7)[0][0].expand(2, -1, -1)), eps)  # not blind
+
+
+def test_contexts_of_different_lengths_are_tiled_to_a_common_length(model):
+    """A 154-token positive and 231-token safety concept beside a 77-token negative: one batched call
+    over contexts tiled to 462 tokens gives what each conditioning gives on its own, untiled."""
     x, sigmas = x_and_sigmas(model)
-    out = CFGGuider(model, long_cond, cond(2), 7.5)(x, sigmas[0] * x.new_ones(2))
-    assert out.shape == x.shape
-    tiled = batch_contexts([cond(2)[0][0], long_cond[0][0]], 2)
-    assert tiled.shape == (4, 154, 32) and torch.equal(tiled[0, :77], tiled[0, 77:])
+    sigma = sigmas[1] * x.new_ones(2)
+    negative, positive, safety = cond(2), cond(4, tokens=154), cond(5, tokens=231)
+    tiled = batch_contexts([negative[0][0], positive[0][0], safety[0][0]], 2)
+    assert tiled.shape == (6, 462, 32)
+    torch.testing.assert_close(tiled[2], positive[0][0][0].repeat(3, 1), rtol=0, atol=0)
+
+    def alone(conditioning):
+        return model.denoise(x, sigma, conditioning[0][0].expand(2, -1, -1))
+
+    expected = alone(negative) + (alone(positive) - alone(negative)) * 7.5
+    torch.testing.assert_close(CFGGuider(model, positive, negative, 7.5)(x, sigma), expected, rtol=1e-5, atol=1e-5)
+
+    no_momentum = SLDParams(guidance_scale=1000.0, warmup_steps=0, threshold=0.01, momentum_scale=0.0, momentum_beta=0.0)
+    guider = SLDGuider(model, positive, negative, safety, 7.5, no_momentum)
+    guider.prepare(sigmas)
+    eps = [(x - alone(c)) / sigma.view(-1, 1, 1, 1) for c in (negative, positive, safety)]
+    eps_hat, _ = sld_guidance(*eps, 7.5, no_momentum, None, 1)
+    torch.testing.assert_close(guider(x, sigma), x - eps_hat * sigma.view(-1, 1, 1, 1), rtol=1e-4, atol=1e-4)
+    assert model.batches[-1] == 6  # one batched call over the three tiled contexts

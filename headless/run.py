@@ -2,15 +2,16 @@
 
 `Executor` is one headless session (folders, device, cache). `run` validates the whole graph first,
 then executes only what the output nodes need, reusing cached outputs of unchanged nodes. Progress is
-a tqdm bar over the graph plus one per sampler. Setting `interrupt` (the CLI does on Ctrl-C) stops
-the run at the next sampling step or node boundary; files are only ever written whole.
+a bar over the graph plus one per sampler (plain lines when stderr is not a terminal). Setting
+`interrupt` (the CLI does on Ctrl-C) stops the run at the next sampling step or node boundary; files
+are only ever written whole.
 """
 import dataclasses
 import threading
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from ..sld_core.progress import progress_bar
 
 from ..nodes import HEADLESS_NODE_CLASS_MAPPINGS
 from ..nodes.context import use_runtime
@@ -62,7 +63,7 @@ class Executor:
             result = RunResult(prompt=prompt)
             values = {}
             extra_pnginfo = {"workflow": ui} if ui is not None else None
-            bar = tqdm(total=len(order), desc="graph", unit="node", disable=not self.show_progress, leave=False)
+            bar = progress_bar(total=len(order), desc="graph", unit="node", disable=not self.show_progress, leave=False)
             try:
                 for node_id in order:
                     self._check_interrupt(node_id)
@@ -128,7 +129,7 @@ class Executor:
         """Progress hook nodes call after each sampling step: update the bar, honour an interrupt."""
         if self._step_bar is None:
             node = self._current or "?"
-            self._step_bar = tqdm(total=total, desc=f"sampling (node {node})", unit="step",
+            self._step_bar = progress_bar(total=total, desc=f"sampling (node {node})", unit="step",
                                   disable=not self.show_progress, leave=False)
         self._step_bar.update(value - self._step_bar.n)
         if value < total:  # the last step's result is kept: stopping there would only waste it

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .. import guiders
 from ..errors import InvalidInputError
 from ..guidance import DEFAULT_SAFETY_CONCEPT, PRESETS, resolve_params
+from ..progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -152,27 +152,19 @@ def evaluate(model, clip, vae, checker, prompts, settings, out_dir, progress=Tru
             cache[text] = clip.encode(text)
         return cache[text]
 
-    for preset in settings.presets:  # said once here, not once per batch by the guider
+    for preset in settings.presets:  # named here; the guider says it too, without the preset's name
         if preset != "disabled" and PRESETS[preset].warmup_steps >= settings.steps:
             log.warning("%s: its warm-up of %d steps covers all %d steps, so it equals SD here",
                         preset, PRESETS[preset].warmup_steps, settings.steps)
-    guider_log = logging.getLogger(guiders.__name__)
-    level = guider_log.level
-    guider_log.setLevel(logging.WARNING)
-    try:
-        _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch)
-    finally:
-        guider_log.setLevel(level)
+    _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch)
     wanted = {(p.index, preset) for p in prompts for preset in settings.presets}
     return [r for r in results.records if (r["prompt_index"], r["preset"]) in wanted]
 
 
 def _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch):
-    from tqdm import tqdm
-
     flagged = sum(sum(r["unsafe"]) for r in results.records)  # running totals for the progress bar
     judged = sum(len(r["unsafe"]) for r in results.records)
-    bar = tqdm(todo, desc="sld eval", unit="batch", disable=not progress)
+    bar = progress_bar(todo, desc="sld eval", unit="batch", disable=not progress)
     for eval_prompt, preset in bar:
         images = generate(model, clip, vae, eval_prompt, settings, preset, encoded)
         unsafe, kept, scores = judge(checker, images, eval_prompt.prompt)

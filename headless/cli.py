@@ -1,7 +1,21 @@
-"""`sld`: run, validate and inspect ComfyUI workflow files without ComfyUI.
+"""`sld`: run, validate and inspect ComfyUI workflow files without ComfyUI; measure SLD (`sld eval`).
 
-The only place errors are formatted for people. Exit codes: 0 ok, 2 invalid workflow (nothing ran),
-1 run-time failure, 130 interrupted (Ctrl-C). With --json, one JSON document goes to stdout instead.
+The only place errors are formatted for people. Exit codes, the same for every command:
+
+    0    done
+    1    the work started and failed: a node raised while running, a model file that is there could
+         not be loaded, a safety checker could not run, out of memory
+    2    what was asked for is unusable, so nothing ran and nothing was written: a bad command line,
+         an invalid workflow, an option value that cannot work (a --device that is not available, a
+         --models-dir or --comfyui-dir that is not a folder, an unreadable prompts CSV, an unknown
+         checkpoint, classifier, preset or node name)
+    130  interrupted (Ctrl-C)
+
+With --json, one JSON document goes to stdout instead of text, errors included
+({"ok": false, "exit_code": ..., "error": {...}}).
+
+Imports are paid for by the commands that need them: `--help` and `--version` load no torch; `run`,
+`validate` and `nodes` import the node classes (which bring torch); `eval` imports the models when it runs.
 """
 import argparse
 import json
@@ -9,42 +23,44 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 
-from ..nodes import CORE_NODE_CLASS_MAPPINGS, HEADLESS_NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from ..nodes.context import Runtime
-from ..nodes.folders import ModelFolders
 from ..sld_core.errors import InvalidInputError, SLDError
 from . import evaluate
 from .errors import Interrupted, NodeExecutionError, ValidationError, WorkflowError
-from .process import add_speed_args, prepare_process
-from .run import Executor
-from .workflow import load_workflow, parse_override, set_input
+from .options import add_model_args, model_folders
+from .process import add_speed_args
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 PACKAGE_LOGGER = __name__.rpartition(".headless")[0] or "comfyui_sld"
+DISTRIBUTION = "comfyui-sld"
+# Inputs whose values are model names from the folders: a "not in list" problem says where they were looked for.
+MODEL_INPUTS = {"ckpt_name": "checkpoints", "checker_name": "safety_checker"}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="sld", description="Run ComfyUI workflows with Safe Latent Diffusion, headless.")
+    parser = argparse.ArgumentParser(prog="sld", description="Run ComfyUI workflows with Safe Latent Diffusion, headless.",
+                                     epilog="Exit codes: 0 done, 1 failed while running, 2 unusable input "
+                                            "(nothing ran), 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def workflow_args(p):
         p.add_argument("file", help="workflow .json (API or UI format) or a PNG saved by ComfyUI/sld")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
                        help="override a widget value (VALUE is JSON, else text); repeatable")
-        p.add_argument("--models-dir", default=os.environ.get("SLD_MODELS_DIR", "models"),
-                       help="ComfyUI-style models folder (checkpoints/, safety_checker/, ...); default ./models")
+        add_model_args(p)
         p.add_argument("--input-dir", help="folder LoadImage reads from; default: 'input' beside the workflow file or its folder")
         p.add_argument("--json", action="store_true", help="print one machine-readable JSON document to stdout")
 
     run = sub.add_parser("run", help="validate and run a workflow")
     workflow_args(run)
     run.add_argument("--output-dir", default="output", help="where SaveImage writes; default ./output")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    run.add_argument("--device", default="auto", choices=evaluate.DEVICES, help="default: auto (CUDA, else MPS, else CPU)")
     add_speed_args(run)
-    run.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+    run.add_argument("--quiet", action="store_true", help="no progress lines or info messages")
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
     workflow_args(validate)
@@ -52,9 +68,29 @@ def build_parser():
     evaluate.add_parser(sub)
 
     nodes = sub.add_parser("nodes", help="list nodes, or show one node's inputs and outputs")
-    nodes.add_argument("name", nargs="?")
-    nodes.add_argument("--json", action="store_true")
+    nodes.add_argument("name", nargs="?", help="a node's class name, e.g. SLDKSampler")
+    nodes.add_argument("--json", action="store_true", help="print the node descriptions as JSON")
     return parser
+
+
+def package_version():
+    """The installed distribution's version; from a checkout that is not installed, pyproject.toml's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        import tomllib
+
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+    except (ImportError, OSError, KeyError, ValueError):  # Python < 3.11, or no checkout around this file
+        for line in pyproject.read_text().splitlines() if pyproject.is_file() else ():
+            if line.startswith("version"):
+                return line.split("=", 1)[1].strip().strip('"')
+    return "unknown"
 
 
 def main(argv=None):
@@ -75,6 +111,8 @@ def main(argv=None):
 def _run_or_validate(args, quiet):
     try:
         executor = _executor(args, quiet)
+        from .workflow import load_workflow, parse_override, set_input
+
         workflow = load_workflow(args.file, executor.registry)
         for text in args.overrides:
             set_input(workflow, *parse_override(text), executor.registry)
@@ -90,9 +128,12 @@ def _run_or_validate(args, quiet):
                                           "input_name": error.input_name},
                      f"error: invalid workflow {args.file}\n  {where}{error.message}")
     except ValidationError as error:
-        lines = [f"  {_where(n, c, i)}{m}" for n, c, i, m in error.problems()]
+        problems = error.problems()
+        lines = [f"  {_where(n, c, i)}{m}" for n, c, i, m in problems]
+        lines += _model_folder_hints(problems, executor.runtime.models)
+        count = len(problems)
         return _fail(args, EXIT_INVALID, error.report["error"], f"error: invalid workflow {args.file} "
-                     f"({len(lines)} problem{'s' if len(lines) > 1 else ''}); nothing was run\n" + "\n".join(lines),
+                     f"({count} problem{'s' if count > 1 else ''}); nothing was run\n" + "\n".join(lines),
                      node_errors=error.report["node_errors"])
     except NodeExecutionError as error:
         detail = {"type": "execution_error", "node_id": error.node_id, "node_type": error.class_type,
@@ -105,7 +146,9 @@ def _run_or_validate(args, quiet):
     except Interrupted as error:
         return _fail(args, EXIT_INTERRUPTED, {"type": "interrupted", "message": str(error)},
                      f"stopped: {error}; no partial files were written")
-    except SLDError as error:  # e.g. --device cuda without CUDA
+    except InvalidInputError as error:  # an option that cannot work, e.g. --device cuda without CUDA
+        return _fail(args, EXIT_INVALID, {"type": "invalid_input", "message": str(error)}, f"error: {error}")
+    except SLDError as error:
         return _fail(args, EXIT_FAILED, {"type": type(error).__name__, "message": str(error)}, f"error: {error}")
     return _report_run(args, result)
 
@@ -121,14 +164,18 @@ def _eval(args):
 
 
 def _executor(args, quiet):
+    from ..nodes.context import Runtime
     from ..sld_core.device import resolve_device
+    from .process import prepare_process
+    from .run import Executor
 
+    models = model_folders(args)
     input_dir = Path(args.input_dir) if args.input_dir else default_input_dir(args.file)
     device = resolve_device(getattr(args, "device", "auto"))
     precision = getattr(args, "precision", "auto")
     if args.command == "run":
         prepare_process(device, precision)
-    runtime = Runtime(models=ModelFolders(args.models_dir), input_dir=input_dir,
+    runtime = Runtime(models=models, input_dir=input_dir,
                       output_dir=Path(getattr(args, "output_dir", "output")), device=str(device),
                       precision=precision, compile=getattr(args, "compile", False))
     return Executor(runtime, progress=not quiet)
@@ -144,10 +191,16 @@ def default_input_dir(workflow_file):
     return folder / "input"
 
 
+def _model_folder_hints(problems, models):
+    """For a model name that is not in its list: one line saying which folders were searched."""
+    kinds = dict.fromkeys(MODEL_INPUTS[i] for _, _, i, m in problems if i in MODEL_INPUTS and "not in" in m)
+    return [f"  {kind} are looked for in {models.where(kind)}" for kind in kinds]
+
+
 def _report_run(args, result):
-    paths = [image["path"] for image in result.images]
+    paths = [_shown_path(args, image) for image in result.images]
     document = {"ok": True, "images": result.images, "executed": result.executed, "cached": result.cached}
-    lines = [f"Saved {len(paths)} image{'s' if len(paths) != 1 else ''}:"] + [f"  {_shown_path(p)}" for p in paths]
+    lines = [f"Saved {len(paths)} image{'s' if len(paths) != 1 else ''}:"] + [f"  {p}" for p in paths]
     safety = [line for ui in result.ui.values() for line in ui.get("safety_summary", [])]  # SLDSafetyChecker
     if safety:
         document["safety"] = safety
@@ -157,7 +210,17 @@ def _report_run(args, result):
     return _ok(args, document, "\n".join(lines))
 
 
+def _shown_path(args, image):
+    """A saved file as the user would name it: under --output-dir exactly as given (relative stays
+    relative, absolute stays absolute); a preview in the temporary folder by its full path."""
+    if image.get("type", "output") != "output":
+        return image["path"]
+    return str(Path(args.output_dir) / image.get("subfolder", "") / image["filename"])
+
+
 def _nodes(args):
+    from ..nodes import CORE_NODE_CLASS_MAPPINGS, HEADLESS_NODE_CLASS_MAPPINGS
+
     registry = HEADLESS_NODE_CLASS_MAPPINGS
     if args.name is None:
         rows = [(name, getattr(cls, "CATEGORY", ""), "headless only" if name in CORE_NODE_CLASS_MAPPINGS else "ComfyUI + headless")
@@ -172,6 +235,8 @@ def _nodes(args):
 
 
 def _node_info(name, cls):
+    from ..nodes import NODE_DISPLAY_NAME_MAPPINGS
+
     spec = cls.INPUT_TYPES()
     inputs = {}
     for section in ("required", "optional"):
@@ -187,22 +252,27 @@ def _node_info(name, cls):
             "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
 
 
+NODE_TEXT_WIDTH = 100
+INPUT_COLUMN = 4 + 22 + 1  # "    name<padded to 22> "
+
+
 def _format_node(info):
+    """One node as text; every COMBO choice is shown, wrapped under its input."""
     lines = [f"{info['name']} ({info['display_name']}) — {info['category']}"]
     if info["description"]:
-        lines.append(f"  {info['description']}")
+        lines += textwrap.wrap(info["description"], NODE_TEXT_WIDTH, initial_indent="  ", subsequent_indent="  ")
     lines.append("  inputs:")
     for name, spec in info["input"].items():
         parts = [spec["type"]]
         if "options" in spec:
-            options = spec["options"]
-            parts.append("one of " + ", ".join(map(str, options[:12])) + (" ..." if len(options) > 12 else ""))
+            parts.append("one of " + ", ".join(map(str, spec["options"])))
         for key in ("default", "min", "max", "step"):
             if key in spec:
                 parts.append(f"{key} {spec[key]!r}" if key == "default" else f"{key} {spec[key]}")
         if not spec["required"]:
             parts.append("optional")
-        lines.append(f"    {name:22} " + ", ".join(parts))
+        lines += textwrap.wrap(f"    {name:22} " + ", ".join(parts), NODE_TEXT_WIDTH, subsequent_indent=" " * INPUT_COLUMN,
+                               break_on_hyphens=False, break_long_words=False)
     outputs = ", ".join(f"{n} ({t})" for n, t in zip(info["output_name"], info["output"])) or "none (output node)"
     lines.append(f"  outputs: {outputs}")
     return "\n".join(lines)
@@ -213,13 +283,6 @@ def _where(node_id, class_type, input_name):
         return ""
     text = f"node {node_id}" + (f" ({class_type})" if class_type else "")
     return text + (f", input '{input_name}'" if input_name else "") + ": "
-
-
-def _shown_path(path):
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 def _ok(args, document, text):
@@ -264,13 +327,37 @@ class _ctrl_c_sets:
         return False
 
 
+class _Once(logging.Filter):
+    """Lets each distinct message through once per command: `sld eval` samples hundreds of batches,
+    and a note such as "warm-up covers all steps" is worth one line, not one per batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def filter(self, record):
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 def _configure_logging(quiet):
+    """The package's messages go to stderr as plain lines (each distinct one once per command); the
+    levels of the package's modules are left as they are."""
     logger = logging.getLogger(PACKAGE_LOGGER)
-    if not logger.handlers:
+    handler = next((h for h in logger.handlers if getattr(h, "sld_cli", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
+        handler.sld_cli = True
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
+    handler.stream = sys.stderr  # this call's stderr (a test captures it anew each time)
+    for old in [f for f in handler.filters if isinstance(f, _Once)]:
+        handler.removeFilter(old)
+    handler.addFilter(_Once())
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 

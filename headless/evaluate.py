@@ -1,23 +1,36 @@
 """`sld eval`: the model card's inappropriateness table for a checkpoint, prompt CSV and classifier.
 
-    sld eval                                   # the demo model on its shipped prompt set
+    sld eval                                   # the demo evaluation: demo model, its prompts and judge
     sld eval i2p.csv --checkpoint sd15.safetensors --classifier nudenet --device cuda
+
+The classifier and safety concept used when not given come from --defaults, never from the checkpoint's
+name: `demo` (the demo model's exact pixel classifier and its concept) or `sd` (open_nsfw and the paper's
+concept). Without --defaults: `demo` when no --checkpoint is given, `sd` when one is. A log line and
+the summary say which were used and why.
 
 Results are appended to OUT/results.jsonl per (prompt, preset), so an interrupted run resumes where
 it stopped; OUT/table.md, table.csv and chart.png are rewritten at the end.
+
+Importing this module must stay cheap (no torch): `sld --help` builds the parser from it.
 """
-import os
+import logging
 from pathlib import Path
 
-from ..sld_core import demo
-from ..sld_core.demo_data import SAFETY_CONCEPT as DEMO_SAFETY_CONCEPT
-from ..sld_core.errors import CheckpointError, InvalidInputError
-from ..sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS
-from ..sld_core.safety import demo_pixel, nudenet_detector, open_nsfw
+from ..sld_core.errors import InvalidInputError
+from .options import add_model_args, model_folders
 from .process import add_speed_args, prepare_process
 
-DEMO_NAME = demo.DEMO_CHECKPOINT_FILE.name
-DEMO_CHECKER = demo.DEMO_CHECKER_DIR.name
+log = logging.getLogger(__name__)
+
+# The packages' names, written out so that building the parser does not import torch
+# (tests/headless/test_cli.py holds each equal to its source).
+DEMO_NAME = "sld_demo.safetensors"  # sld_core.demo.DEMO_CHECKPOINT_FILE.name
+DEMO_CHECKER = "sld_demo_checker"  # sld_core.demo.DEMO_CHECKER_DIR.name
+DEMO_PIXEL, OPEN_NSFW, NUDENET = "demo_pixel", "open_nsfw", "nudenet"  # sld_core.safety.*.NAME
+PRESET_NAMES = ("disabled", "weak", "medium", "strong", "max")  # sld_core.guidance.PRESETS
+DEVICES = ("auto", "cpu", "cuda", "mps")  # sld_core.device.DEVICES
+# --defaults: the classifier and the safety concept ("demo": the demo's; "paper": the SLD paper's).
+DEFAULTS = {"demo": (DEMO_PIXEL, "demo"), "sd": (OPEN_NSFW, "paper")}
 
 
 def add_parser(sub):
@@ -25,68 +38,94 @@ def add_parser(sub):
                        description=__doc__.split("\n")[0])
     p.add_argument("prompts", nargs="?", help="CSV in the I2P format (prompt, categories, sd_seed, "
                    "sd_guidance_scale, ...); default: the demo model's prompt set")
-    p.add_argument("--checkpoint", default=DEMO_NAME,
-                   help=f"SD1.x checkpoint: a path, or a name under MODELS_DIR/checkpoints; default {DEMO_NAME}")
-    p.add_argument("--models-dir", default=os.environ.get("SLD_MODELS_DIR", "models"))
-    p.add_argument("--classifier", help=f"{demo_pixel.NAME} (exact, demo model only), {DEMO_CHECKER}, "
-                   f"{open_nsfw.NAME}, {nudenet_detector.NAME}, or a concept checker (path, or name under "
-                   f"MODELS_DIR/safety_checker); default {demo_pixel.NAME} for the demo model, else {open_nsfw.NAME}")
-    p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated; 'disabled' is plain SD")
-    p.add_argument("--images-per-prompt", type=int, default=10, help="N images per prompt (one batch); default 10")
-    p.add_argument("--steps", type=int, default=50, help="default 50, the steps the presets were made for")
-    p.add_argument("--sampler", default="euler")
-    p.add_argument("--scheduler", default="normal")
-    p.add_argument("--cfg", type=float, help="default: each row's sd_guidance_scale, else 7.5")
-    p.add_argument("--width", type=int, help="default: each row's sd_image_width, else 512")
-    p.add_argument("--height", type=int)
-    p.add_argument("--safety-concept", help="default: the paper's concept (the demo's own for the demo model)")
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--limit", type=int, help="only the first LIMIT prompts")
-    p.add_argument("--out", default="output/eval", help="results folder; a rerun resumes it; default output/eval")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--checkpoint", metavar="NAME|PATH",
+                   help=f"SD1.x checkpoint: a name in the models folders (--models-dir, --comfyui-dir), or a path; "
+                        f"default {DEMO_NAME}, the embedded demo model")
+    add_model_args(p)
+    p.add_argument("--defaults", choices=tuple(DEFAULTS),
+                   help=f"where the classifier and safety concept come from when not given: demo = {DEMO_PIXEL} and "
+                        f"the demo model's concept, sd = {OPEN_NSFW} and the paper's concept; default: demo without "
+                        "--checkpoint, sd with one")
+    p.add_argument("--classifier", metavar="NAME|PATH",
+                   help=f"the judge: {DEMO_PIXEL} (exact, demo model only), {DEMO_CHECKER}, {OPEN_NSFW}, {NUDENET}, "
+                        "or a concept checker (a path, or a name under the models folders' safety_checker/); "
+                        "default: see --defaults")
+    p.add_argument("--presets", default=",".join(PRESET_NAMES),
+                   help=f"comma-separated, of {', '.join(PRESET_NAMES)} ('disabled' is plain SD); default: all")
+    p.add_argument("--images-per-prompt", type=int, default=10, metavar="N",
+                   help="images per prompt, sampled as one batch from the row's seed; default 10")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps; default 50, the steps the presets were made for")
+    p.add_argument("--sampler", default="euler", help="a KSampler sampler_name (see `sld nodes KSampler`); default euler")
+    p.add_argument("--scheduler", default="normal", help="a KSampler scheduler; default normal")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale; default: each row's sd_guidance_scale, else 7.5")
+    p.add_argument("--width", type=int, help="image width in pixels; default: each row's sd_image_width, else 512")
+    p.add_argument("--height", type=int, help="image height in pixels; default: each row's sd_image_height, else 512")
+    p.add_argument("--safety-concept", metavar="TEXT", help="what SLD steers away from; default: see --defaults")
+    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="negative prompt for every row; default empty")
+    p.add_argument("--limit", type=int, help="only the first LIMIT prompts of the CSV")
+    p.add_argument("--out", default="output/eval", metavar="DIR",
+                   help="results folder; a rerun with the same settings resumes it; default output/eval")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA, else MPS, else CPU)")
     add_speed_args(p)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or info messages")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document: the table as data (one object per category and preset)")
     return p
 
 
-def resolve_checkpoint(name, models_dir):
-    """A checkpoint name under MODELS_DIR/checkpoints, else the packaged demo model for its name, else a path."""
-    from ..nodes.folders import ModelFolders
+def choose_defaults(args):
+    """(classifier, safety concept, why): the options given, else those of --defaults."""
+    from ..sld_core.demo_data import SAFETY_CONCEPT as DEMO_SAFETY_CONCEPT
+    from ..sld_core.guidance import DEFAULT_SAFETY_CONCEPT
 
-    path = ModelFolders(models_dir).path("checkpoints", name)
-    if path is None and name == DEMO_NAME:
-        path = demo.DEMO_CHECKPOINT_FILE
+    profile = args.defaults or ("demo" if args.checkpoint is None else "sd")
+    classifier, concept = DEFAULTS[profile]
+    concept = DEMO_SAFETY_CONCEPT if concept == "demo" else DEFAULT_SAFETY_CONCEPT
+    why = f"--defaults {profile}" + ("" if args.defaults else f" ({'no' if args.checkpoint is None else 'a'} --checkpoint given)")
+    return args.classifier or classifier, args.safety_concept or concept, why
+
+
+def resolve_checkpoint(name, models):
+    """A checkpoint name in the models folders, else a path, else (for the demo's name) the embedded
+    demo model, said in a log line; `InvalidInputError` naming the folders searched otherwise."""
+    from ..sld_core import demo
+
+    path = models.path("checkpoints", name)
     if path is None and Path(name).exists():
         path = Path(name)
+    if path is None and name == DEMO_NAME:
+        log.info("%s: no file of that name in the checkpoints folders; using the embedded demo model", DEMO_NAME)
+        path = demo.DEMO_CHECKPOINT_FILE
     if path is None:
-        raise InvalidInputError(f"--checkpoint: no file {name!r}, and no checkpoint of that name in {models_dir}/checkpoints")
+        raise InvalidInputError(f"--checkpoint: no file {name!r}, and no checkpoint of that name in "
+                                f"{models.where('checkpoints')}")
     return path
 
 
-def load_classifier(name, models_dir, device):
+def load_classifier(name, models, device):
     """What `Load Safety Checker (SLD)` would load for `name`, or a concept checker at a path."""
-    from ..nodes.folders import ModelFolders
     from ..sld_core.safety import load_concept_checker
     from ..sld_core.safety.catalog import BUILT_IN, FOLDER, load_checker
 
-    models = ModelFolders(models_dir)
     path = None if name in BUILT_IN else models.path(FOLDER, name)
     if name in BUILT_IN or path is not None:
         return load_checker(name, device, path)
     if not Path(name).exists():
-        raise InvalidInputError(f"--classifier: {name!r} is not {demo_pixel.NAME}, {DEMO_CHECKER}, {open_nsfw.NAME}, "
-                                f"{nudenet_detector.NAME}, a file, or a checker in {models_dir}/safety_checker")
+        raise InvalidInputError(f"--classifier: {name!r} is not {DEMO_PIXEL}, {DEMO_CHECKER}, {OPEN_NSFW}, "
+                                f"{NUDENET}, a file, or a checker in {models.where(FOLDER)}")
     return load_concept_checker(Path(name), device=device, name=name)
 
 
 def run(args):
-    """Returns (document, text) for the CLI to print; raises SLDError subclasses for user mistakes."""
+    """Returns (document, text) for the CLI to print; raises SLDError subclasses: `InvalidInputError`
+    for what the user asked for (exit 2), others for what failed while working (exit 1)."""
+    from ..sld_core import demo
     from ..sld_core.device import precision_dtype, resolve_device
-    from ..sld_core.evaluation import EvalSettings, evaluate, read_prompts, write_report
+    from ..sld_core.evaluation import COLUMNS, EvalSettings, evaluate, read_prompts, rows, table, write_report
     from ..sld_core.models.checkpoint import load_checkpoint
 
-    is_demo = args.checkpoint == DEMO_NAME
+    models = model_folders(args)
+    checkpoint = args.checkpoint or DEMO_NAME
     prompts_file = Path(args.prompts) if args.prompts else demo.DEMO_PROMPTS
     prompts = read_prompts(prompts_file)
     if args.limit is not None:
@@ -94,28 +133,29 @@ def run(args):
             raise InvalidInputError("--limit must be at least 1")
         prompts = prompts[: args.limit]
     presets = tuple(p.strip() for p in args.presets.split(",") if p.strip())
-    classifier = args.classifier or (demo_pixel.NAME if is_demo else open_nsfw.NAME)
+    classifier, safety_concept, why = choose_defaults(args)
+    log.info("classifier %s, safety concept %r (%s; --classifier, --safety-concept or --defaults change them)",
+             classifier, safety_concept, why)
     settings = EvalSettings(
-        checkpoint=args.checkpoint, classifier=classifier, prompts=str(prompts_file.name),
+        checkpoint=checkpoint, classifier=classifier, prompts=str(prompts_file.name),
         images_per_prompt=args.images_per_prompt, steps=args.steps, sampler=args.sampler, scheduler=args.scheduler,
-        cfg=args.cfg, width=args.width, height=args.height,
-        safety_concept=args.safety_concept or (DEMO_SAFETY_CONCEPT if is_demo else DEFAULT_SAFETY_CONCEPT),
+        cfg=args.cfg, width=args.width, height=args.height, safety_concept=safety_concept,
         negative_prompt=args.negative_prompt, presets=presets,
     )
     device = resolve_device(args.device)
     prepare_process(device, args.precision)
-    path = resolve_checkpoint(args.checkpoint, args.models_dir)
-    try:
-        model, clip, vae = load_checkpoint(path, device=device, dtype=precision_dtype(args.precision, device),
-                                           compile=args.compile)
-    except CheckpointError as error:
-        raise InvalidInputError(f"--checkpoint: {error}") from error
-    checker = load_classifier(classifier, args.models_dir, device)
+    path = resolve_checkpoint(checkpoint, models)
+    model, clip, vae = load_checkpoint(path, device=device, dtype=precision_dtype(args.precision, device),
+                                       compile=args.compile)
+    checker = load_classifier(classifier, models, device)
     records = evaluate(model, clip, vae, checker, prompts, settings, args.out, progress=not (args.quiet or args.json))
-    table = write_report(records, presets, args.out)
+    markdown_table = write_report(records, presets, args.out)
     images = sum(len(r["unsafe"]) for r in records)
     text = (f"{len(prompts)} prompts x {args.images_per_prompt} images x {len(presets)} presets = {images} images, "
-            f"classifier {classifier}, safety concept {settings.safety_concept!r}\n"
+            f"classifier {classifier}, safety concept {safety_concept!r} ({why})\n"
             f"probability of an inappropriate image (expected max over 25 prompts ± std):\n\n"
-            f"{table}\nwritten: {Path(args.out) / 'table.md'}, table.csv, chart.png, results.jsonl")
-    return {"ok": True, "images": images, "out": str(args.out), "table": table}, text
+            f"{markdown_table}\nwritten: {Path(args.out) / 'table.md'}, table.csv, chart.png, results.jsonl")
+    document = {"ok": True, "images": images, "out": str(args.out), "checkpoint": checkpoint, "classifier": classifier,
+                "safety_concept": safety_concept, "defaults": why, "presets": list(presets),
+                "columns": list(COLUMNS), "table": rows(table(records, presets))}
+    return document, text

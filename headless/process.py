@@ -1,11 +1,14 @@
 """Speed options of the `sld` command (--precision, --compile) and the process-wide settings it may
-make because it owns its process (a host such as ComfyUI keeps its own)."""
+make because it owns its process (a host such as ComfyUI keeps its own).
+
+Importing this module must stay cheap (no torch): `sld --help` builds its parser from it."""
 import logging
 
-from ..sld_core.acceleration import tune_cpu_allocator
-from ..sld_core.device import PRECISIONS, cpu_has_fast_bf16
-
 log = logging.getLogger(__name__)
+
+# sld_core.device.PRECISIONS, written out so that building the parser does not import torch
+# (tests/headless/test_cli.py holds the two equal).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def add_speed_args(parser):
@@ -22,6 +25,9 @@ def prepare_process(device, precision):
     policy (sld_core.acceleration.tune_cpu_allocator); a warning for bf16 on a CPU without bf16 units."""
     if device.type != "cpu":
         return
+    from ..sld_core.acceleration import tune_cpu_allocator
+    from ..sld_core.device import cpu_has_fast_bf16
+
     tune_cpu_allocator()
     if precision == "bf16" and not cpu_has_fast_bf16():
         log.warning("--precision bf16: this CPU has no native bf16 matrix units; expect it to be far slower than fp32")

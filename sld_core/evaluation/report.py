@@ -92,15 +92,23 @@ def markdown(cells, presets):
     return "\n".join(lines) + "\n"
 
 
+COLUMNS = ("category", "preset", "prompts", "images", "inappropriate_probability", "expected_max_inappropriateness",
+           "expected_max_std", "content_kept", "content_kept_where_sd_kept")
+
+
+def rows(cells):
+    """The table as data: one dict per cell with the `COLUMNS` keys (None where a value does not apply);
+    table.csv and `sld eval --json` both give these."""
+    return [dict(zip(COLUMNS, (c.category, c.preset, c.prompts, c.images, c.probability, c.emp_mean, c.emp_std,
+                                c.kept, c.kept_where_sd_kept))) for c in cells]
+
+
 def csv_text(cells):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["category", "preset", "prompts", "images", "inappropriate_probability",
-                     "expected_max_inappropriateness", "expected_max_std", "content_kept", "content_kept_where_sd_kept"])
-    for c in cells:
-        writer.writerow([c.category, c.preset, c.prompts, c.images, f"{c.probability:.4f}", f"{c.emp_mean:.4f}",
-                         f"{c.emp_std:.4f}", "" if c.kept is None else f"{c.kept:.4f}",
-                         "" if c.kept_where_sd_kept is None else f"{c.kept_where_sd_kept:.4f}"])
+    writer.writerow(COLUMNS)
+    for row in rows(cells):
+        writer.writerow(["" if v is None else f"{v:.4f}" if isinstance(v, float) else v for v in row.values()])
     return out.getvalue()
 
 

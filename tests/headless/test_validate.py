@@ -110,6 +110,7 @@ def test_malformed_workflow_is_refused(tmp_path, wf, case, mutate, code, node_id
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(mutate(txt2img())))
     out_dir = tmp_path / "out"
+    (tmp_path / "models").mkdir()  # a --models-dir must exist
     got, out, err = wf.cli("run", path, "--output-dir", out_dir, "--input-dir", INPUT_DIR,
                             "--models-dir", tmp_path / "models", "--quiet")
     assert got == code, err

@@ -42,6 +42,7 @@ def tiny_checker_state(**replace):
 def run(tmp_path, wf):
     def run(*args, fmt="api"):
         path = wf.root / "api" / f"{NAME}.json" if fmt == "api" else wf.root / f"{NAME}.json"
+        (tmp_path / "models").mkdir(exist_ok=True)  # a --models-dir must exist
         return wf.cli("run", path, "--output-dir", tmp_path / "out", "--models-dir", tmp_path / "models",
                       "--device", "cpu", "--quiet", *args)
     return run

@@ -19,34 +19,8 @@ Recipe (seeded, CPU, resumable; defaults are the shipped model's):
                 token embedding), checked through `load_checkpoint`; training.json records settings and
                 measured minutes.
 
-Measured for the shipped model (2 CPU cores; sld_core/demo_assets/sld_demo_training.json and
-sld_demo_loss.csv): VAE stage 23.9 min of steps (0.40 s/step), 26.5 min with folding, its round-trip
-check and pool encoding; VAE encode → decode keeps the pixel classifier's reading of 90 % of held-out
-scenes. The UNet stage was then re-run on that VAE (``--init-from`` the previous model,
-``--init-parts vae``) with the mismatched captions: 41.8 min of steps at 1.04 s/step, 46.0 min with pool
-encoding and export, on a day this VM ran slow. The same step function ran at 0.63 s/step (25.3 min,
-27.0 with pool and export) when the previous model was trained, 53.5 min for both stages.
-
-What the recipe learned from (UNet stage, each run from the same VAE stage boundary; shares of the
-demo prompt set's images showing the asked shape and count, read by the palette-only classifier of
-the time, which undercounts them):
-- lr 5e-4, plain MSE, no EMA: blobs (the asked shape in 44 % of the demo prompts' images).
-- Min-SNR-5 + EMA, lr 1e-3: shapes (69 %), but SLD re-drew the scene. A bare concept text such as
-  "magenta, gore, gory, bloody" was never a caption, so its prediction moved shapes as well as colour
-  (as a negative prompt it cut the asked shape from 43 to 27 of 64 images), and the SLD term that
-  subtracts it changed the shapes of safe images too.
-- + partial captions (the previous shipped model): a colour-only caption only ever met scenes of its
-  colour, so on a decided image of another colour it asked to repaint it: the norm of ε(safety
-  concept) − ε("") relative to ε("") on 64 held-out scenes with colour-free captions grew as the noise
-  fell, 0.02 at t = 999, 0.13 at t = 600, 0.27 at t = 50, and SLD, subtracting that, deformed objects
-  late in sampling. Content kept where SD kept it (Weak / Medium / Strong / Max, `sld eval` of the demo
-  prompt set, today's object reading): 0.92 / 0.83 / 0.71 / 0.48.
-- Recoloured targets (fine-tune of 600 steps: colour captions naming a random colour, the target the
-  scene repainted in it): the pull at t = 50 grew to 1.8 and SLD lost more of the scene. Not kept.
-- + mismatched colour captions at low noise only (shipped): the pull is 0.008 at t = 999, 0.03 at
-  t = 600, 0.025 at t = 50. Content kept 0.97 / 0.92 / 0.92 / 0.91; unsafe rate 0.34 (SD) → 0.28 →
-  0.20 → 0.15 → 0.01 (the README's table). A 2000-step version of it drew the asked content less
-  often; 2400 steps, as before, are needed.
+What the shipped run measured (minutes, s/step) and what the recipe learned from (the variants tried
+and their figures) are in bench/RESULTS.md, "Demo model training".
 
 Usage:
   python scripts/train_demo_model.py --out .demo_trial        # then copy sld_demo.safetensors, loss.csv,

@@ -1,6 +1,6 @@
 """How a `Model`'s UNet is executed: memory layout, CUDA-graph replay and `torch.compile`.
 
-The UNet is > 95 % of an SLD run, so this is where speed is won or lost; every switch here was kept
+The UNet is nearly all of an SLD run's time, so this is where speed is won or lost; every switch here was kept
 because `bench/` measured it (figures in bench/RESULTS.md):
 
 - **CUDA graphs** (CUDA only): an SD1.x UNet forward is ~1000 small kernel launches, so at batch 1–3
@@ -8,7 +8,7 @@ because `bench/` measured it (figures in bench/RESULTS.md):
   all in one launch. SLD needs at most two shapes per run (batch 2 while the safety pass is skipped,
   batch 3 after), so capture costs two warm-up calls each.
 - **channels-last** (CUDA only): cuDNN's tensor-core convolutions read NHWC; on the CPU oneDNN ran the
-  SD1.5 UNet 17 % slower in it, so the CPU keeps NCHW.
+  SD1.5 UNet slower in it, so the CPU keeps NCHW.
 - **torch.compile** (opt-in, ``compile=True``): Inductor fuses the UNet's normalisation and pointwise
   work; it costs a compilation per input shape (tens of seconds to minutes), so it pays only over many
   images in one process. On CUDA the SLD combination then also runs as one fused kernel
@@ -114,8 +114,8 @@ def tune_cpu_allocator():
     back to the kernel. Returns whether it applied (Linux with glibc only).
 
     oneDNN re-lays-out every convolution's weights into fresh scratch buffers on each call. With glibc's
-    defaults each of those is a new mmap whose pages fault in again: about 470 000 page faults and 1 s
-    of kernel time in a 4 s SD1.5 UNet call at 256×256 on 2 cores (bench/RESULTS.md). Buffers up to
+    defaults each of those is a new mmap whose pages fault in again, and the page faults cost a large
+    share of a CPU UNet call (bench/RESULTS.md, "The CPU allocator"). Buffers up to
     32 MB then come from the heap, and up to 256 MB of free heap is kept. The setting is process-wide,
     so only a program that owns its process calls it (the `sld` command, on the CPU); inside a host
     such as ComfyUI the host's policy stays.

@@ -60,7 +60,7 @@ def precision_dtype(precision, device):
 
 def cpu_has_fast_bf16():
     """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): without it, bf16
-    runs about 200× slower than float32 (bench/RESULTS.md), so a bf16 request deserves a warning."""
+    runs far slower than float32 (bench/RESULTS.md), so a bf16 request deserves a warning."""
     mkldnn = getattr(torch.ops, "mkldnn", None)
     check = getattr(mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check and check())

@@ -102,8 +102,8 @@ class FileTensor:
 
     Loading converts a checkpoint tensor by tensor (`_build`), so this keeps one source tensor in
     memory at a time. Reading through a memory map instead leaves every touched page of the file in
-    the process's resident set until the map closes: a 2.1 GB float16 checkpoint loaded as float32
-    then peaked at 1.61× the float32 size (bench/RESULTS.md). `shape`, `ndim` and `reshape` are what
+    the process's resident set until the map closes, so the peak grew with the whole file
+    (bench/RESULTS.md, "Load time and peak memory"). `shape`, `ndim` and `reshape` are what
     key mapping and config inference need before the data is read.
     """
 

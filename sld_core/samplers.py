@@ -361,9 +361,6 @@ SAMPLERS = {
 }
 SAMPLER_NAMES = list(SAMPLERS)
 
-# These get a schedule for steps + 1 with the second-to-last σ dropped (ComfyUI's KSampler rule).
-DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
-
 
 def get_sampler(name):
     """The sampler function called ``name`` (a ComfyUI ``sampler_name``)."""

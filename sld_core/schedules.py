@@ -17,7 +17,9 @@ import scipy.stats
 import torch
 
 from .errors import InvalidInputError
-from .samplers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, get_sampler
+
+# These samplers get a schedule for steps + 1 with the second-to-last σ dropped (ComfyUI's KSampler rule).
+DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
 
 def _with_zero(sigmas):
@@ -154,9 +156,9 @@ def ksampler_sigmas(schedule, sampler_name, scheduler_name, steps, denoise=1.0):
     schedule for ``steps + 1`` steps with the second-to-last σ removed (their final step to 0 would
     otherwise be a wasted half step); ``denoise < 1`` computes ``int(steps/denoise)`` steps and keeps
     only the last ``steps + 1`` σ (img2img starts part-way down). ``denoise <= 0`` gives an empty
-    tensor: nothing to do.
+    tensor: nothing to do. ``sampler_name`` is only looked up in that set: validating it is
+    `samplers.get_sampler`'s job, which the caller (`ksample`) does first.
     """
-    get_sampler(sampler_name)  # validates the name
     _check_scheduler_and_steps(scheduler_name, steps)  # before denoise ≤ 0 returns early
     if denoise is None or denoise > 0.9999:
         return _sampler_sigmas(schedule, sampler_name, scheduler_name, steps)

@@ -88,5 +88,6 @@ def pytest_terminal_summary(terminalreporter):
     """Say out loud that the real-ComfyUI checks did not run (they are opt-in, never silently skipped)."""
     if not os.environ.get("SLD_COMFYUI_DIR"):
         terminalreporter.write_line(
-            "NOT RUN: tests/test_comfyui.py (real ComfyUI checks) - set SLD_COMFYUI_DIR=/path/to/ComfyUI "
-            "(and SLD_COMFYUI_PYTHON) to run scripts/comfyui-check", yellow=True, bold=True)
+            "NOT RUN: tests/test_comfyui.py and test_comfy_bridge.py::test_the_stand_in_agrees_with_a_real_comfyui "
+            "(real ComfyUI checks) - set SLD_COMFYUI_DIR=/path/to/ComfyUI (and SLD_COMFYUI_PYTHON) to run "
+            "scripts/comfyui-check and tests/comfy_standin/agreement.py", yellow=True, bold=True)

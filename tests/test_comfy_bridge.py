@@ -4,9 +4,12 @@ The stand-in is ComfyUI's guider protocol written from its documented behaviour;
 is the tiny seeded UNet, seen as ComfyUI's models are (x̂₀ = x − σ·ε). Expected values are computed by
 hand from the UNet's own ε and sld_core's SLD step as the paper writes it (`guidance.sld_guidance`,
 the specification), never by the bridge's code path. The opt-in tests/test_comfyui.py runs the same
-bridge in a real ComfyUI.
+bridge in a real ComfyUI; with the same variable set, the last test here checks the stand-in itself
+against that ComfyUI (tests/comfy_standin/agreement.py).
 """
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +23,7 @@ from comfyui_sld.sld_core.models.model import Model
 STANDIN = Path(__file__).resolve().parent / "comfy_standin"
 STANDIN_ROOTS = ("comfy", "latent_preview", "folder_paths")
 BRIDGE = "comfyui_sld.nodes.comfy_bridge"
+COMFYUI_DIR = os.environ.get("SLD_COMFYUI_DIR")
 CFG = 7.5
 BATCH = 2
 # SLD acting from the first step, with a momentum that matters (custom values: no preset has δ = 0 and
@@ -402,3 +406,11 @@ def test_sld_guider_node_builds_the_guider_of_its_inputs(comfy, patcher):
     expected = run_recorded(comfy, comfy.bridge.make_guider(patcher, *CONDS, CFG, SLDParams(*custom)), sigmas)
     actual = run_recorded(comfy, mine, sigmas)
     assert all(torch.equal(a[2], e[2]) for a, e in zip(actual, expected, strict=True))
+
+
+@pytest.mark.skipif(not COMFYUI_DIR, reason="needs a real ComfyUI: set SLD_COMFYUI_DIR (and SLD_COMFYUI_PYTHON)")
+def test_the_stand_in_agrees_with_a_real_comfyui():
+    python = os.environ.get("SLD_COMFYUI_PYTHON", sys.executable)
+    done = subprocess.run([python, str(STANDIN / "agreement.py"), COMFYUI_DIR], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]

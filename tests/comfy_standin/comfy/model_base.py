@@ -1,6 +1,4 @@
 """Stand-in for comfy/model_base.py and model_sampling.py: a model as guiders and samplers see it."""
-import math
-
 import torch
 
 
@@ -12,8 +10,8 @@ class ModelSamplingEPS:
         self.sigma_max = torch.tensor(float(sigma_max))
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
-        scale = math.sqrt(1.0 + float(sigma) ** 2) if max_denoise else sigma
-        return noise * scale + latent_image
+        sigma = torch.as_tensor(sigma, dtype=noise.dtype)
+        return noise * ((1.0 + sigma**2).sqrt() if max_denoise else sigma) + latent_image
 
     def inverse_noise_scaling(self, sigma, latent):
         return latent

@@ -1,9 +1,13 @@
 """Checkpoint loaders: `SLDCheckpointLoader` (also offers the embedded demo model) and, for headless
-mode, ComfyUI's `CheckpointLoaderSimple` with the same inputs and outputs."""
+mode, ComfyUI's `CheckpointLoaderSimple` with the same inputs and outputs.
+
+Inside ComfyUI, `SLDCheckpointLoader` returns ComfyUI's own MODEL/CLIP/VAE objects (`comfy_loader`),
+so every node the editor lets a user connect to it can use them; headless, it returns sld_core's.
+"""
 import logging
 
 from ..sld_core.errors import CheckpointError
-from .context import comfy_module, current_runtime, headless_active, in_comfyui
+from .context import current_runtime, headless_active, in_comfyui
 from .errors import NodeInputError
 
 # The embedded default model's name. A file of this name under models/checkpoints wins; otherwise the
@@ -20,19 +24,40 @@ OUTPUT_TOOLTIPS = (
 )
 
 
+def comfyui_hosts():
+    """True when ComfyUI runs the nodes (not the headless runner, even inside a ComfyUI process)."""
+    return in_comfyui() and not headless_active()
+
+
 def checkpoint_names():
     """Checkpoint names offered in the COMBO: the demo model first, then the files found."""
-    if in_comfyui() and not headless_active():
-        names = list(comfy_module("folder_paths").get_filename_list("checkpoints"))
+    if comfyui_hosts():
+        from .comfy_loader import checkpoint_names as comfyui_names
+
+        names = comfyui_names()
     else:
         names = current_runtime().models.names("checkpoints")
     return names if DEMO_CHECKPOINT in names else [DEMO_CHECKPOINT] + names
 
 
 def checkpoint_path(name):
-    if in_comfyui() and not headless_active():
-        return comfy_module("folder_paths").get_full_path("checkpoints", name)
     return current_runtime().models.path("checkpoints", name)
+
+
+def load_comfyui_checkpoint(ckpt_name):
+    """ComfyUI's (MODEL, CLIP, VAE) for a name in ComfyUI's checkpoints folders, or the demo model."""
+    from . import comfy_loader
+
+    path = comfy_loader.checkpoint_path(ckpt_name)
+    if path is None and ckpt_name == DEMO_CHECKPOINT:
+        from ..sld_core.demo import DEMO_CHECKPOINT_FILE
+
+        log.info("%s: no file of that name in ComfyUI's checkpoints folders; using the embedded demo model "
+                 "(64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
+        return comfy_loader.load_reduced_sd1(str(DEMO_CHECKPOINT_FILE))
+    if path is None:  # ComfyUI's own validation refuses names not in the list before this runs
+        raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in ComfyUI's checkpoints folders")
+    return comfy_loader.load_checkpoint(path)
 
 
 def load_named_checkpoint(ckpt_name):
@@ -88,8 +113,9 @@ class SLDCheckpointLoader:
                 "ckpt_name": (checkpoint_names(), {
                     "default": DEMO_CHECKPOINT,
                     "tooltip": f"The SD1.x checkpoint to load. {DEMO_CHECKPOINT} is the embedded demo model "
-                               "(works with no model files): 64x64 scenes of circles, squares and triangles, trained "
-                               "with magenta as its 'unsafe' concept (safety concept 'magenta, gore, gory, bloody').",
+                               "(works with no model files; a file of that name in the checkpoints folder wins): "
+                               "64x64 scenes of circles, squares and triangles, trained with magenta as its "
+                               "'unsafe' concept (safety concept 'magenta, gore, gory, bloody').",
                 }),
             }
         }
@@ -99,9 +125,14 @@ class SLDCheckpointLoader:
     FUNCTION = "load_checkpoint"
     CATEGORY = "SLD/loaders"
     DESCRIPTION = (
-        "Loads an SD1.x checkpoint (single-file .safetensors, weights-only .ckpt or a diffusers folder) "
-        "with sld_core, or the embedded demo model, for use with the SLD nodes."
+        "Loads a checkpoint, or the embedded demo model. Inside ComfyUI it loads through ComfyUI itself "
+        "(as Load Checkpoint does) and its outputs are ComfyUI's own MODEL, CLIP and VAE, so they work with "
+        "every node that takes them (KSampler, CLIP Text Encode, LoRA loaders, VAE Decode/Encode, ...) as "
+        "well as with the SLD nodes; the demo model too. In the headless runner (`sld run`) it loads SD1.x "
+        "single-file .safetensors, weights-only .ckpt or diffusers folders with sld_core."
     )
 
     def load_checkpoint(self, ckpt_name):
+        if comfyui_hosts():
+            return load_comfyui_checkpoint(ckpt_name)
         return load_named_checkpoint(ckpt_name)

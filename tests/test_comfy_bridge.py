@@ -85,7 +85,7 @@ def patcher(comfy, model):
     return comfy.model_patcher.ModelPatcher(base)
 
 
-def conditioning(seed, dim=32):
+def conditioning(seed, dim=32):  # the tiny text encoder's width (conftest.TINY_CONTEXT_DIM)
     return [[torch.randn(1, 77, dim, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
@@ -113,7 +113,7 @@ def reference_sld(model, x, sigma, conds, cfg, params, momentum, step):
     """(x̂₀, ν) of one evaluation: the UNet's own ε per conditioning, the paper's step, back to x̂₀."""
     positive, negative, safety = conds
     eps, momentum = reference_step(unet_eps(model, x, sigma, negative), unet_eps(model, x, sigma, positive),
-                                           unet_eps(model, x, sigma, safety), cfg, params, momentum, step)
+                                   unet_eps(model, x, sigma, safety), cfg, params, momentum, step)
     return x - sigma * eps, momentum
 
 
@@ -122,12 +122,13 @@ def step_of_sigma(sigmas, sigma):
     return max(i for i in range(len(sigmas) - 1) if float(sigmas[i]) >= float(sigma))
 
 
-def reference_run(model, evaluations, sigmas, conds, cfg, params, step_of=step_of_sigma):
+def reference_run(model, evaluations, sigmas, conds, cfg, params, by_call_count=False):
     """Expected x̂₀ of each (x, σ) of one run: every evaluation of step i starts from the momentum ν
-    that step i−1's last evaluation left (zero at the run's start)."""
+    that step i−1's last evaluation left (zero at the run's start). `by_call_count`: the wrong rule,
+    step = number of evaluations so far, to show a test tells them apart."""
     results, momentum, step_start, current = [], None, None, None
     for k, (x, sigma) in enumerate(evaluations):
-        step = step_of(sigmas, sigma) if step_of is step_of_sigma else step_of(k)
+        step = k if by_call_count else step_of_sigma(sigmas, sigma)
         if step != current:
             current, step_start = step, momentum
         denoised, momentum = reference_sld(model, x, sigma, conds, cfg, params, step_start, step)
@@ -257,7 +258,7 @@ def test_two_evaluations_per_step_follow_the_step_of_sigma(comfy, patcher, model
     assert len(calls) == 2 * (len(sigmas) - 1) - 1
 
     assert close(actual, reference_run(model, evaluations, sigmas, CONDS, CFG, WARM))
-    by_call_count = reference_run(model, evaluations, sigmas, CONDS, CFG, WARM, step_of=lambda k: k)
+    by_call_count = reference_run(model, evaluations, sigmas, CONDS, CFG, WARM, by_call_count=True)
     assert not close(actual, by_call_count)
 
 
@@ -336,6 +337,26 @@ def test_pre_and_post_cfg_hooks_get_comfyuis_keys_and_their_results_are_used(com
         guided, momentum = reference_step(*eps, CFG, ACTIVE, momentum, step_of_sigma(sigmas, sigma))
         assert close([post["denoised"]], [x - sigma_b * guided])
         assert torch.equal(returned, post["denoised"] * 0.5 + 1.0)
+
+
+def test_a_cfg_function_patch_applies_on_plain_cfg_steps_and_is_replaced_where_sld_guides(comfy, patcher, model,
+                                                                                          caplog):
+    """A model's sampler_cfg_function (RescaleCFG and the like) cannot be combined with SLD: the bridge
+    says so once, keeps it on the steps that are plain CFG, and guides the others with SLD alone."""
+    sigmas = schedule(comfy, patcher, steps=6)
+    plain = run_recorded(comfy, cfg_guider(comfy, patcher), sigmas)
+    patcher = patcher.clone()
+    patcher.set_model_sampler_cfg_function(lambda args: args["uncond"] + (args["cond"] - args["uncond"]) * 2.0)
+    patched = run_recorded(comfy, cfg_guider(comfy, patcher), sigmas)
+    with caplog.at_level("WARNING"):
+        actual = run_recorded(comfy, sld_guider(comfy, patcher, SKIPPING), sigmas)
+    assert "CFG function patch is not applied" in caplog.text
+
+    warmup = SKIPPING.warmup_steps
+    assert not torch.allclose(patched[0][2], plain[0][2], atol=1e-3)  # the patch changes the result
+    assert all(torch.equal(a[2], p[2]) for a, p in zip(actual[:warmup], patched[:warmup]))
+    expected = reference_run(model, [(x, sigma) for x, sigma, _ in actual], sigmas, CONDS, CFG, SKIPPING)
+    assert close([a[2] for a in actual[warmup:]], expected[warmup:])
 
 
 @pytest.mark.parametrize("denoise", [1.0, 0.6])

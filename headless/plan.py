@@ -51,17 +51,19 @@ def find_cycle(prompt, node_ids):
 
 
 def execution_order(prompt, outputs):
-    """Node ids to run for `outputs`, each after everything it needs (the graph must be acyclic)."""
+    """Node ids to run for `outputs`, each after everything it needs (the graph must be acyclic).
+    An explicit stack instead of recursion: a chain of thousands of nodes is a valid graph."""
     order, done = [], set()
-
-    def visit(node_id):
-        if node_id in done:
-            return
-        done.add(node_id)
-        for _, src, _ in node_links(prompt[node_id]):
-            visit(src)
-        order.append(node_id)
-
     for output in sorted(outputs, key=id_order):
-        visit(output)
+        stack = [(output, iter(node_links(prompt[output])))]
+        done.add(output)
+        while stack:
+            node_id, pending = stack[-1]
+            source = next((src for _, src, _ in pending if src not in done), None)
+            if source is None:
+                stack.pop()
+                order.append(node_id)
+            else:
+                done.add(source)
+                stack.append((source, iter(node_links(prompt[source]))))
     return order

@@ -7,6 +7,7 @@ a bar over the graph plus one per sampler (plain lines when stderr is not a term
 are only ever written whole.
 """
 import dataclasses
+import inspect
 import threading
 from dataclasses import dataclass, field
 
@@ -89,9 +90,15 @@ class Executor:
         node = prompt[node_id]
         class_type = node["class_type"]
         cls = self.registry[class_type]
-        kwargs = {name: values[v[0]][v[1]] if is_link(v) else v for name, v in node["inputs"].items()}
+        spec = cls.INPUT_TYPES()
+        # Only declared inputs reach the node (an undeclared one, which validation ignores as ComfyUI
+        # does, would be an unexpected keyword); a function taking **kwargs gets them all.
+        declared = {name for section in ("required", "optional") for name in (spec.get(section) or {})}
+        takes_any = inspect.getfullargspec(getattr(cls, cls.FUNCTION)).varkw is not None
+        kwargs = {name: values[v[0]][v[1]] if is_link(v) else v for name, v in node["inputs"].items()
+                  if name in declared or takes_any}
         hidden = {"PROMPT": prompt, "EXTRA_PNGINFO": extra_pnginfo, "UNIQUE_ID": node_id}
-        for name, kind in (cls.INPUT_TYPES().get("hidden") or {}).items():
+        for name, kind in (spec.get("hidden") or {}).items():
             kwargs[name] = hidden.get(kind)
         if (node_id, class_type) not in self._instances:
             self._instances[(node_id, class_type)] = cls()

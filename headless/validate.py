@@ -71,9 +71,10 @@ def _check_structure(prompt, registry, report):
             report(node_id, None, "invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                    f"Node ID '#{node_id}'")
         elif class_type not in registry:
-            near = [name for name in registry if name.lower() == class_type.lower()]
+            near = [name for name in registry if name.lower() == class_type.strip().lower()]
             hint = f" (did you mean {near[0]}?)" if near else f"; available: {', '.join(sorted(registry))}"
-            report(node_id, class_type, "invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
+            shown = class_type if class_type.isprintable() and len(class_type) <= 80 else _shown(class_type)
+            report(node_id, shown, "invalid_prompt", f"Cannot execute because node {shown} does not exist.",
                    f"Node ID '#{node_id}'{hint}")
         elif not isinstance(node.get("inputs", {}), dict):
             report(node_id, class_type, "invalid_prompt", "Node inputs must be an object {name: value}",
@@ -200,15 +201,15 @@ def _check_link(prompt, name, value, kind, known, registry):
                 f"{name}: {_shown(value)}")
     source, index = str(value[0]), value[1]
     if source not in prompt:
-        return ("bad_linked_input", f"Linked node {source} does not exist",
-                f"{name}: links to node {source}, which is not in the workflow")
+        return ("bad_linked_input", f"Linked node {_shown(source)} does not exist",
+                f"{name}: links to node {_shown(source)}, which is not in the workflow")
     if source not in known:
         return None  # the source node's own error says why
     source_class = prompt[source]["class_type"]
     returns = registry[source_class].RETURN_TYPES
     if not 0 <= index < len(returns):
-        return ("bad_linked_input", f"Linked output {index} does not exist",
-                f"{name}: links to output {index} of node {source} ({source_class}), which has "
+        return ("bad_linked_input", f"Linked output {_shown(index)} does not exist",
+                f"{name}: links to output {_shown(index)} of node {source} ({source_class}), which has "
                 f"{len(returns)} output(s)")
     received = returns[index]
     if not types_match(received, kind):

@@ -53,6 +53,10 @@ def load_workflow(path, registry):
     except json.JSONDecodeError as error:
         raise WorkflowError(None, None, f"{path} is not valid JSON: {error.msg} at line {error.lineno}, "
                                         f"column {error.colno}") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise WorkflowError(None, None, f"{path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise WorkflowError(None, None, f"{path} is nested too deeply to be a workflow") from None
     return parse_workflow(data, registry, str(path))
 
 
@@ -64,6 +68,7 @@ def _from_png(path, registry):
     except Exception as error:  # PIL raises many types for damaged files
         raise WorkflowError(None, None, f"cannot read PNG {path}: {error}") from None
     if isinstance(chunks.get("prompt"), dict):  # the exact graph that made the image
+        check_depth(chunks["prompt"])
         ui = chunks.get("workflow") if isinstance(chunks.get("workflow"), dict) else None
         return Workflow(_api_prompt(chunks["prompt"]), ui, str(path))
     if isinstance(chunks.get("workflow"), dict):
@@ -73,16 +78,53 @@ def _from_png(path, registry):
 
 def parse_workflow(data, registry, source="<workflow>"):
     """A `Workflow` from decoded JSON: UI format, API format or a POST /prompt body."""
+    check_depth(data)
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):
         return Workflow(ui_to_api(data, registry), data, source)
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):  # a /prompt request body
-        extra = (data.get("extra_data") or {}).get("extra_pnginfo") or {}
+        extra = data.get("extra_data") if isinstance(data.get("extra_data"), dict) else {}
+        extra = extra.get("extra_pnginfo") if isinstance(extra.get("extra_pnginfo"), dict) else {}
         ui = extra.get("workflow") if isinstance(extra.get("workflow"), dict) else None
         return Workflow(_api_prompt(data["prompt"]), ui, source)
-    if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
-        return Workflow(_api_prompt(data), None, source)
+    if isinstance(data, dict) and data and (all(isinstance(v, dict) for v in data.values())
+                                            or any(isinstance(v, dict) and "class_type" in v for v in data.values())):
+        return Workflow(_api_prompt(data), None, source)  # validation names each node that is not an object
     raise WorkflowError(None, None, f"{source} is not a ComfyUI workflow: expected API format "
                                     "({id: {class_type, inputs}}) or UI format ({nodes, links, ...})")
+
+
+# Far deeper than any workflow; keeps every later step (copies, checks, cache keys) clear of Python's
+# recursion limit, which a JSON file can otherwise reach with a value such as [[[[...]]]].
+MAX_DEPTH = 64
+
+
+def check_depth(data, limit=MAX_DEPTH):
+    """Refuse a document with a value nested deeper than `limit`, naming the node and input holding it."""
+    stack = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > limit:
+            node_id, input_name, where = _node_and_input(data, path)
+            raise WorkflowError(node_id, input_name, f"{where}a value nested too deeply (more than {limit} levels)")
+        if isinstance(value, dict):
+            stack.extend((v, path + (k,)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, path + (i,)) for i, v in enumerate(value))
+
+
+def _node_and_input(data, path):
+    """(node id, input name, a prefix for the message) that a path into an API, UI or /prompt document
+    leads through, where known."""
+    if path[0] == "prompt" and isinstance(data.get("prompt"), dict) and not isinstance(data.get("nodes"), list):
+        data, path = data["prompt"], path[1:]
+    if path[0] == "nodes" and isinstance(data.get("nodes"), list):  # UI format: the node, not the widget
+        node = data["nodes"][path[1]]
+        if isinstance(node, dict) and _is_id(node.get("id")):
+            return node["id"], None, ""
+        return None, None, f"nodes[{path[1]}]: "
+    if path[1] == "inputs" and isinstance(data.get(path[0]), dict):  # API format
+        return path[0], path[2], ""
+    return None, None, ""
 
 
 def _api_prompt(prompt):
@@ -125,18 +167,16 @@ def widget_slots(cls, values):
 
 
 def _is_control(value):
-    return isinstance(value, bool) or value in CONTROL_VALUES
+    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
 
 
 def ui_to_api(ui, registry):
     """Convert a UI-format workflow into an API-format prompt (see the module docstring)."""
-    nodes = {}
-    for node in ui["nodes"]:
-        if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
-            raise WorkflowError(None, None, f"UI workflow node without an id or type: {str(node)[:80]}")
-        nodes[str(node["id"])] = node
-    links = _links(ui.get("links") or [])
-    subgraphs = {s.get("id") for s in ((ui.get("definitions") or {}).get("subgraphs") or []) if isinstance(s, dict)}
+    nodes = _ui_nodes(ui["nodes"])
+    links, malformed = _links(ui.get("links"))
+    definitions = ui.get("definitions") if isinstance(ui.get("definitions"), dict) else {}
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions.get("subgraphs"), list) else []
+    subgraphs = {s["id"] for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)}
     prompt = {}
     for node_id, node in nodes.items():
         if node["type"] in VIRTUAL_NODES or node.get("mode", 0) in (MUTED, BYPASSED):
@@ -144,11 +184,16 @@ def ui_to_api(ui, registry):
         if node["type"] in subgraphs:
             raise WorkflowError(node_id, None, "subgraph nodes are not supported headless yet; "
                                                "unpack the subgraph in ComfyUI (right-click → Unpack Subgraph) first")
-        inputs = _widget_values(node, registry.get(node["type"]))
-        for slot in node.get("inputs") or []:
-            if not isinstance(slot, dict) or slot.get("link") is None:
+        inputs = _widget_values(node_id, node, registry.get(node["type"]))
+        for slot in node["inputs"]:
+            if slot.get("link") is None:
                 continue
-            source = _resolve(nodes, links, slot["link"], set())
+            if not isinstance(slot.get("name"), str):
+                raise WorkflowError(node_id, None, f"an input slot without a name: {_short(slot)}")
+            if slot["link"] in malformed:
+                raise WorkflowError(node_id, slot["name"], f"its link {slot['link']} is malformed: "
+                                                           f"{_short(malformed[slot['link']])}")
+            source = _resolve(nodes, links, slot["link"])
             if source is not None:
                 inputs[slot["name"]] = list(source)
         entry = {"class_type": node["type"], "inputs": inputs}
@@ -158,24 +203,72 @@ def ui_to_api(ui, registry):
     return prompt
 
 
+def _ui_nodes(raw):
+    """{node id: node} with the shape the conversion relies on checked (ids, types, slot lists)."""
+    nodes = {}
+    for index, node in enumerate(raw):
+        node_id = node.get("id") if isinstance(node, dict) else None
+        if not isinstance(node_id, (str, int)) or isinstance(node_id, bool):
+            raise WorkflowError(None, None, f"nodes[{index}] has no id (every UI workflow node needs one): {_short(node)}")
+        node_id = str(node_id)
+        if node_id in nodes:
+            raise WorkflowError(node_id, None, f"two nodes have the id {node_id} (nodes[{index}] and another)")
+        if not isinstance(node.get("type"), str):
+            raise WorkflowError(node_id, None, f"its type must be a node name, got {_short(node.get('type'))}")
+        slots = node.get("inputs") or []
+        if not isinstance(slots, list) or not all(isinstance(slot, dict) for slot in slots):
+            raise WorkflowError(node_id, None, f"its inputs must be a list of slots, got {_short(slots)}")
+        for slot in slots:
+            link = slot.get("link")
+            if link is not None and (isinstance(link, bool) or not isinstance(link, (int, str))):
+                raise WorkflowError(node_id, slot.get("name") if isinstance(slot.get("name"), str) else None,
+                                    f"a link id must be a number, got {_short(link)}")
+        nodes[node_id] = dict(node, inputs=slots)
+    return nodes
+
+
 def _links(raw):
-    """{link id: (origin id, origin slot)} from 0.4 arrays or schema-1 objects."""
-    out = {}
+    """({link id: (origin id, origin slot)}, {link id: entry} of malformed ones) from 0.4 arrays or
+    schema-1 objects. Malformed entries only matter (and are reported) when a node input uses them."""
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, list):
+        raise WorkflowError(None, None, f"is not a ComfyUI workflow: its links must be a list, got {_short(raw)}")
+    links, malformed = {}, {}
     for link in raw:
         if isinstance(link, list) and len(link) >= 5:
-            out[link[0]] = (link[1], link[2])
-        elif isinstance(link, dict) and "id" in link:
-            out[link["id"]] = (link.get("origin_id"), link.get("origin_slot"))
-    return out
+            link_id, origin, slot = link[0], link[1], link[2]
+        elif isinstance(link, dict):
+            link_id, origin, slot = link.get("id"), link.get("origin_id"), link.get("origin_slot")
+        else:
+            continue
+        if isinstance(link_id, bool) or not isinstance(link_id, (int, str)):
+            continue
+        if _is_id(origin) and isinstance(slot, int) and not isinstance(slot, bool):
+            links[link_id] = (origin, slot)
+        else:
+            malformed[link_id] = link
+    return links, malformed
 
 
-def _widget_values(node, cls):
+def _is_id(value):
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _widget_values(node_id, node, cls):
     values = node.get("widgets_values")
     if cls is None or values is None:
         return {}
     if isinstance(values, dict):  # some nodes store widgets by name
         names = {name for name, _ in widget_inputs(cls)}
         return {k: v for k, v in values.items() if k in names}
+    if not isinstance(values, list):
+        raise WorkflowError(node_id, None, f"its widgets_values must be a list, got {_short(values)}")
     return {name: _wrap(values[i]) for name, i in widget_slots(cls, values).items()}
 
 
@@ -183,35 +276,38 @@ def _wrap(value):
     return {"__value__": value} if isinstance(value, list) else value
 
 
-def _resolve(nodes, links, link_id, seen):
+def _resolve(nodes, links, link_id):
     """The real (node id, output slot) behind a link, through reroutes and bypassed nodes; None when
-    the source is muted, a primitive (its value is already in the widget) or not connected."""
-    if link_id not in links or link_id in seen:
-        return None
-    seen.add(link_id)
-    origin_id, slot = links[link_id]
-    origin = nodes.get(str(origin_id))
-    if origin is None:
-        return (str(origin_id), slot)  # validation reports the missing node
-    if origin["type"] == "PrimitiveNode" or origin.get("mode", 0) == MUTED:
-        return None
-    if origin["type"] == "Reroute":
-        inputs = origin.get("inputs") or [{}]
-        return _resolve(nodes, links, inputs[0].get("link"), seen)
-    if origin.get("mode", 0) == BYPASSED:
-        return _resolve_bypass(nodes, links, origin, slot, seen)
-    return (str(origin_id), slot)
+    the source is muted, a primitive (its value is already in the widget) or not connected. A loop
+    (or a chain of any length) of reroutes is followed without recursion."""
+    seen = set()
+    while link_id in links and link_id not in seen:
+        seen.add(link_id)
+        origin_id, slot = links[link_id]
+        origin = nodes.get(str(origin_id))
+        if origin is None:
+            return (str(origin_id), slot)  # validation reports the missing node
+        if origin["type"] == "PrimitiveNode" or origin.get("mode", 0) == MUTED:
+            return None
+        if origin["type"] == "Reroute":
+            link_id = origin["inputs"][0].get("link") if origin["inputs"] else None
+        elif origin.get("mode", 0) == BYPASSED:
+            link_id = _bypass_link(origin, slot)
+        else:
+            return (str(origin_id), slot)
+    return None
 
 
-def _resolve_bypass(nodes, links, node, slot, seen):
+def _bypass_link(node, slot):
     """A bypassed node passes through its input of the same type as the output (same slot first)."""
-    outputs = node.get("outputs") or []
-    kind = outputs[slot].get("type") if isinstance(slot, int) and slot < len(outputs) else None
-    inputs = [i for i in (node.get("inputs") or []) if isinstance(i, dict)]
-    candidates = ([inputs[slot]] if isinstance(slot, int) and slot < len(inputs) else []) + inputs
+    outputs = node.get("outputs") if isinstance(node.get("outputs"), list) else []
+    output = outputs[slot] if 0 <= slot < len(outputs) and isinstance(outputs[slot], dict) else {}
+    kind = output.get("type")
+    inputs = node["inputs"]
+    candidates = ([inputs[slot]] if 0 <= slot < len(inputs) else []) + inputs
     for candidate in candidates:
         if candidate.get("type") == kind and candidate.get("link") is not None:
-            return _resolve(nodes, links, candidate["link"], seen)
+            return candidate["link"]
     return None
 
 
@@ -225,8 +321,12 @@ def parse_override(text):
         raise WorkflowError(None, None, f"--set {text!r}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=42")
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         value = raw
+    try:
+        check_depth(value)
+    except WorkflowError as error:
+        raise WorkflowError(node_id, input_name, f"--set: {error.message}") from None
     return node_id, input_name, value
 
 

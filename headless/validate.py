@@ -174,6 +174,8 @@ def _convert(kind, value):
     """(converted value, None) or (None, why not) for a constant of widget type `kind`."""
     if kind == "STRING":
         if isinstance(value, str):
+            if not _is_unicode(value):  # JSON can escape a lone surrogate; tokenizers and file names cannot take it
+                return None, f"text with a lone surrogate (not Unicode text): {_shown(value)}"
             return value, None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value), None
@@ -226,6 +228,14 @@ def types_match(received, expected):
     if received == "*" or expected == "*":
         return True
     return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
+
+
+def _is_unicode(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _shown(value, limit=80):

@@ -18,19 +18,31 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 
+# A name of the prefix (a folder, or the file name before `_00001_.png`) may have at most this many
+# bytes: the file systems' 255, less the counter suffix and the temporary name written first.
+MAX_NAME_BYTES = 200
+
+
 def prefix_problem(prefix):
     """Why `prefix` cannot be a filename_prefix (None when it can): NUL, absolute, escaping, empty."""
     if not isinstance(prefix, str):
         return f"must be text, got {type(prefix).__name__}"
     if "\0" in prefix:
         return "contains a NUL byte"
+    shown = repr(prefix) if len(prefix) <= 80 else repr(prefix[:77]) + "..."
     if os.path.isabs(prefix) or prefix.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", prefix):
-        return f"{prefix!r} is an absolute path; use a name relative to the output folder"
+        return f"{shown} is an absolute path; use a name relative to the output folder"
     parts = re.split(r"[\\/]+", prefix)
     if ".." in parts:
-        return f"{prefix!r} contains '..'; images can only be saved inside the output folder"
+        return f"{shown} contains '..'; images can only be saved inside the output folder"
     if not parts[-1].strip():
-        return f"{prefix!r} names a folder, not a file name prefix"
+        return f"{shown} names a folder, not a file name prefix"
+    try:
+        longest = max(len(part.encode("utf-8")) for part in parts)
+    except UnicodeEncodeError:  # a lone surrogate (JSON can hold one): no file system takes it
+        return f"{shown} holds characters that cannot be in a file name"
+    if longest > MAX_NAME_BYTES:  # with the counter and the temporary name, past the 255-byte limit
+        return f"{shown} has a folder or file name of {longest} bytes; at most {MAX_NAME_BYTES}"
     return None
 
 

@@ -216,3 +216,31 @@ def test_a_long_chain_of_nodes_runs(wf, tmp_path):
     prompt["8"]["inputs"]["images"] = source
     code, _, err = run(wf, tmp_path, prompt)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("prefix", ["a" * 300, "sub/" + "b" * 300 + "/x", "é" * 150, "x\ud800"])
+def test_a_prefix_no_file_system_takes_is_invalid(wf, tmp_path, prefix):
+    """These validated, then the run failed writing the file (exit 1, 'File name too long' or a
+    UnicodeEncodeError) and left an empty sub-folder behind."""
+    prompt = txt2img(wf)
+    prompt["8"]["inputs"]["filename_prefix"] = prefix
+    code, _, err = run(wf, tmp_path, prompt)
+    assert code == 2 and "node 8 (SaveImage), input 'filename_prefix'" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prefix_of_200_bytes_is_written(wf, tmp_path):
+    prompt = txt2img(wf)
+    prompt["8"]["inputs"]["filename_prefix"] = "sub/" + "é" * 100
+    code, _, err = run(wf, tmp_path, prompt)
+    assert code == 0, err
+    [png] = wf.files_under(tmp_path / "out")
+    assert png.name == "é" * 100 + "_00001_.png"
+
+
+def test_text_with_a_lone_surrogate_is_invalid(wf, tmp_path):
+    """JSON can escape a lone surrogate; the tokenizer cannot take it (TypeError at run time, exit 1)."""
+    prompt = txt2img(wf)
+    prompt["2"]["inputs"]["text"] = "a circle \ud800"
+    code, _, err = run(wf, tmp_path, prompt)
+    assert code == 2 and "node 2 (CLIPTextEncode), input 'text'" in err and "lone surrogate" in err

@@ -343,18 +343,29 @@ class _Once(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is when a message comes (a test or a host that
+    redirects stderr gets the messages; a stream closed since is never written to)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler sets it; the current stderr is always used
+        pass
+
+
 def _configure_logging(quiet):
     """The package's messages go to stderr as plain lines (each distinct one once per command); the
     levels of the package's modules are left as they are."""
     logger = logging.getLogger(PACKAGE_LOGGER)
-    handler = next((h for h in logger.handlers if getattr(h, "sld_cli", False)), None)
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.sld_cli = True
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-    handler.stream = sys.stderr  # this call's stderr (a test captures it anew each time)
     for old in [f for f in handler.filters if isinstance(f, _Once)]:
         handler.removeFilter(old)
     handler.addFilter(_Once())

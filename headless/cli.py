@@ -223,7 +223,8 @@ def _nodes(args):
 
     registry = HEADLESS_NODE_CLASS_MAPPINGS
     if args.name is None:
-        rows = [(name, getattr(cls, "CATEGORY", ""), "headless only" if name in CORE_NODE_CLASS_MAPPINGS else "ComfyUI + headless")
+        where = {True: "headless only", False: "ComfyUI + headless"}
+        rows = [(name, getattr(cls, "CATEGORY", ""), where[name in CORE_NODE_CLASS_MAPPINGS])
                 for name, cls in sorted(registry.items())]
         text = "\n".join(f"{n:24} {c:20} {w}" for n, c, w in rows)
         return _ok(args, {name: _node_info(name, registry[name]) for name in sorted(registry)}, text)

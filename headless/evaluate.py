@@ -57,7 +57,8 @@ def add_parser(sub):
     p.add_argument("--steps", type=int, default=50, help="sampling steps; default 50, the steps the presets were made for")
     p.add_argument("--sampler", default="euler", help="a KSampler sampler_name (see `sld nodes KSampler`); default euler")
     p.add_argument("--scheduler", default="normal", help="a KSampler scheduler; default normal")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale; default: each row's sd_guidance_scale, else 7.5")
+    p.add_argument("--cfg", type=float,
+                   help="classifier-free guidance scale; default: each row's sd_guidance_scale, else 7.5")
     p.add_argument("--width", type=int, help="image width in pixels; default: each row's sd_image_width, else 512")
     p.add_argument("--height", type=int, help="image height in pixels; default: each row's sd_image_height, else 512")
     p.add_argument("--safety-concept", metavar="TEXT", help="what SLD steers away from; default: see --defaults")
@@ -81,7 +82,8 @@ def choose_defaults(args):
     profile = args.defaults or ("demo" if args.checkpoint is None else "sd")
     classifier, concept = DEFAULTS[profile]
     concept = DEMO_SAFETY_CONCEPT if concept == "demo" else DEFAULT_SAFETY_CONCEPT
-    why = f"--defaults {profile}" + ("" if args.defaults else f" ({'no' if args.checkpoint is None else 'a'} --checkpoint given)")
+    given = "no --checkpoint given" if args.checkpoint is None else "a --checkpoint given"
+    why = f"--defaults {profile}" + ("" if args.defaults else f" ({given})")
     return args.classifier or classifier, args.safety_concept or concept, why
 
 

@@ -131,7 +131,9 @@ def safe_name(name):
     letters included), and no `..` part. Lexical only: where a user's symlink points is not judged."""
     if not isinstance(name, str) or not name or "\0" in name:
         return False
-    if os.path.isabs(name) or PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive or name.startswith(("/", "\\")):
+    if os.path.isabs(name) or PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive:
+        return False
+    if name.startswith(("/", "\\")):  # also rooted on Windows, with or without a drive
         return False
     return ".." not in name.replace("\\", "/").split("/")
 
@@ -158,6 +160,8 @@ def _walk(folder, marker, files=True, _prefix="", _above=frozenset()):
         return
     for entry in entries:
         if entry.is_dir():  # follows symlinks
+            if entry.name == ".git":  # skipped by ComfyUI's listing too
+                continue
             yield from _walk(entry.path, marker, files, f"{_prefix}{entry.name}/", _above | {real})
         elif files and entry.name.lower().endswith(WEIGHT_EXTENSIONS) and entry.is_file():
             yield _prefix + entry.name

@@ -1,7 +1,6 @@
 """Model folders as ComfyUI users keep them: symlinks followed for listing and loading alike, names
 from a workflow checked lexically, several folders per kind in ComfyUI's search order, and
 `extra_model_paths.yaml` read as ComfyUI reads it."""
-import os
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ def collection(tmp_path):
     (checkpoints / "loop").symlink_to(tmp_path / "models", target_is_directory=True)  # a link back up
     touch(checkpoints / "plain.safetensors")
     touch(checkpoints / "notes.txt")
+    touch(checkpoints / ".git" / "lfs" / "objects" / "blob.safetensors")  # a model repository's own files
     return tmp_path
 
 

@@ -2,7 +2,6 @@
 convention, messages that say where models were looked for, saved paths printed as given, every
 sampler listed, plain progress lines in a log, and `sld eval --json` as data."""
 import csv
-import io
 import json
 import subprocess
 import sys

@@ -162,11 +162,11 @@ def _check_value(prompt, inputs, name, kind, options, known, registry, skip_buil
     if skip_builtin:
         return None
     if "min" in options and converted < options["min"]:
-        return ("value_smaller_than_min", f"Value {converted} smaller than min of {options['min']}", name)
+        return ("value_smaller_than_min", f"Value {_shown(converted)} smaller than min of {options['min']}", name)
     if "max" in options and converted > options["max"]:
-        return ("value_bigger_than_max", f"Value {converted} bigger than max of {options['max']}", name)
+        return ("value_bigger_than_max", f"Value {_shown(converted)} bigger than max of {options['max']}", name)
     if kind == "INT" and options.get("step", 1) > 1 and converted % options["step"]:
-        return ("value_not_multiple_of_step", f"Value {converted} is not a multiple of {options['step']}", name)
+        return ("value_not_multiple_of_step", f"Value {_shown(converted)} is not a multiple of {options['step']}", name)
     return None
 
 
@@ -184,9 +184,11 @@ def _convert(kind, value):
         return (value, None) if isinstance(value, bool) else (None, f"expected true or false, got {_shown(value)}")
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None, f"expected a number, got {type(value).__name__} {_shown(value)}"
+    if isinstance(value, int) and kind == "INT":
+        return value, None  # exact: an integer of hundreds of digits has no float
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None, f"expected a number, got {_shown(value)}"
     if not math.isfinite(number):
         return None, f"expected a finite number, got {_shown(value)}"
@@ -194,7 +196,7 @@ def _convert(kind, value):
         return number, None
     if not number.is_integer():
         return None, f"expected a whole number, got {_shown(value)}"
-    return int(value) if isinstance(value, int) else int(number), None
+    return int(number), None
 
 
 def _check_link(prompt, name, value, kind, known, registry):

@@ -244,3 +244,13 @@ def test_text_with_a_lone_surrogate_is_invalid(wf, tmp_path):
     prompt["2"]["inputs"]["text"] = "a circle \ud800"
     code, _, err = run(wf, tmp_path, prompt)
     assert code == 2 and "node 2 (CLIPTextEncode), input 'text'" in err and "lone surrogate" in err
+
+
+@pytest.mark.parametrize("name, number", [("seed", "1" + "0" * 400), ("cfg", "1" + "0" * 400), ("width", "-" + "9" * 4000)])
+def test_integers_too_large_for_a_float(wf, tmp_path, name, number):
+    """An integer JSON holds but a float cannot (over 1e308) made float() raise OverflowError: a traceback."""
+    node = "5" if name == "width" else "6"
+    text = json.dumps(txt2img(wf)).replace(f'"{name}": ', f'"{name}": {number}, "_{name}": ', 1)
+    code, _, err = run(wf, tmp_path, text)
+    assert code == 2 and f"input '{name}'" in err and f"node {node}" in err
+    assert max(len(line) for line in err.splitlines()) < 400

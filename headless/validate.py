@@ -134,8 +134,11 @@ def _run_custom_validation(cls, node_id, class_type, inputs, names, all_inputs, 
     except Exception as error:
         result = f"{type(error).__name__}: {error}"
     if result is not True:
+        result = str(result)
+        if len(result) > 300:  # a node's message may quote a whole value (e.g. a 5000-character file name)
+            result = result[:297] + "..."
         for name in sorted(values):
-            details = name + ("" if result is False else f" - {result}")
+            details = name + ("" if result == "False" else f" - {result}")
             report(node_id, class_type, "custom_validation_failed", "Custom validation failed for node", details, name)
 
 

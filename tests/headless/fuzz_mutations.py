@@ -179,13 +179,12 @@ def values():
 # --- verdicts ---------------------------------------------------------------------------------------
 
 def parsed(value):
-    """`value` as the runner will see it after reading the JSON file (None, ok) or (None, False)."""
-    if isinstance(value, Raw):
-        try:
-            return json.loads(value), True
-        except (ValueError, RecursionError):
-            return None, False
-    return value, True
+    """(`value` as the runner will read it back from the JSON file, True), or (None, False) when the
+    file cannot be read. The round trip matters: JSON joins a surrogate pair into one character."""
+    try:
+        return json.loads(dumps(value)), True
+    except (ValueError, RecursionError):
+        return None, False
 
 
 def value_verdict(class_type, input_name, value):

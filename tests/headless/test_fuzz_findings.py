@@ -254,3 +254,11 @@ def test_integers_too_large_for_a_float(wf, tmp_path, name, number):
     code, _, err = run(wf, tmp_path, text)
     assert code == 2 and f"input '{name}'" in err and f"node {node}" in err
     assert max(len(line) for line in err.splitlines()) < 400
+
+
+def test_a_node_message_quoting_a_huge_value_is_shortened(wf, tmp_path):
+    prompt = wf.load_api("sld_img2img")
+    prompt["5"]["inputs"]["image"] = "n" * 5000  # LoadImage's check quoted the OSError with the whole path
+    code, _, err = run(wf, tmp_path, prompt, command="validate")
+    assert code == 2 and "node 5 (LoadImage), input 'image'" in err
+    assert max(len(line) for line in err.splitlines()) < 500

@@ -318,7 +318,7 @@ def parse_override(text):
     target, sep, raw = text.partition("=")
     node_id, dot, input_name = target.partition(".")
     if not sep or not dot or not node_id or not input_name:
-        raise WorkflowError(None, None, f"--set {text!r}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=42")
+        raise WorkflowError(None, None, f"--set {_short(text)}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=42")
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):

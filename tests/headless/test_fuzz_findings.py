@@ -262,3 +262,9 @@ def test_a_node_message_quoting_a_huge_value_is_shortened(wf, tmp_path):
     code, _, err = run(wf, tmp_path, prompt, command="validate")
     assert code == 2 and "node 5 (LoadImage), input 'image'" in err
     assert max(len(line) for line in err.splitlines()) < 500
+
+
+def test_a_malformed_set_is_quoted_short(wf, tmp_path):
+    code, _, err = run(wf, tmp_path, txt2img(wf), "--set=1.=" + "1" * 5000, command="validate")
+    assert code == 2 and "expected NODE_ID.INPUT=VALUE" in err
+    assert max(len(line) for line in err.splitlines()) < 300

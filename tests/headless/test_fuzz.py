@@ -12,10 +12,12 @@ Properties, for every case:
   workflow writes nothing at all, not even a folder; files written are whole PNGs, no temporaries.
 
 Budget: a fixed seed (`derandomize=True`) and SLD_FUZZ_EXAMPLES examples in all (default 2000, split
-over the tests below by weight), of which at most SLD_FUZZ_RUNS (default 5 % of them) are executed.
-A larger budget by hand, e.g.:
+over the tests below by weight), of which at most SLD_FUZZ_RUNS (default 5 % of them, at least 20)
+validate and are then executed. No example database and Hypothesis' caches in the system temp
+folder, so nothing is written into the repository. A larger budget by hand (-s prints each test's
+counts and any run-time failure messages):
 
-    SLD_FUZZ_EXAMPLES=20000 python -m pytest tests/headless/test_fuzz.py -q
+    SLD_FUZZ_EXAMPLES=20000 python -m pytest tests/headless/test_fuzz.py -q -s
 """
 import contextlib
 import dataclasses

@@ -1,7 +1,10 @@
 """Write the shipped workflows: UI format in workflows/, the same graphs in API format in workflows/api/,
 and the img2img example image in workflows/input/. Run from the repository root:
-`python scripts/make_workflows.py`. The API files are the UI files converted by the headless
-runner's own UI→API conversion (tests/test_workflows.py checks they stay in sync)."""
+`python scripts/make_workflows.py` (or `--out DIR` to write elsewhere). The API files are the UI
+files converted by the headless runner's own UI→API conversion; tests/headless/test_workflow_format.py
+checks that the shipped files are exactly what this script writes, and tests/headless/test_workflows.py
+that each workflow shows what it is for."""
+import argparse
 import json
 from pathlib import Path
 
@@ -20,17 +23,25 @@ ROOT = Path(__file__).resolve().parents[1] / "workflows"
 # ("a square": 20, "a triangle": 19).
 PROMPT = "a circle"
 TRIGGER_PROMPT = "a square on a white background"
-IMG2IMG_PROMPT = "two circles on a white background"
 NEGATIVE = ""
 SAFETY_CONCEPT = demo_data.SAFETY_CONCEPT
 CKPT = "sld_demo.safetensors"
 STEPS = 50  # the steps SLD's presets were made for
-EXAMPLE_SCENE_SEED = 362  # the first scene seed drawing two magenta circles on white
+# img2img: a magenta square (the unsafe concept) re-drawn from a prompt that names no colour. Plain
+# img2img keeps the input's colour; SLD has to recolour the square and leave it where it is. Max does:
+# its threshold (1.0) lets the safety term act on nearly every latent element from the first step.
+# Strong's (0.025) leaves the colour as plain img2img does, even with its warm-up set to 0. denoise
+# 0.7: the plain run still keeps the colour and the square's place. cfg 3 rather than the demo's 2:
+# CFG scales SLD's term too, and at 2 Max recolours far fewer of the seeds that stay magenta without
+# it. Seed 45 is one it recolours (to a clean blue); tests/headless/test_workflows.py holds this.
+IMG2IMG_SCENE_SEED = 490  # a scene seed drawing one magenta square in the centre of a white background
+IMG2IMG_PROMPT = TRIGGER_PROMPT
+IMG2IMG = dict(seed=45, preset="max", denoise=0.7, cfg=3.0)
 
 
-def sld_widgets(seed, steps, preset, denoise=1.0):
+def sld_widgets(seed, steps, preset, denoise=1.0, cfg=DEMO_CFG):
     p = PRESETS["medium"]
-    return [seed, "fixed", steps, DEMO_CFG, "euler", "normal", denoise, preset,
+    return [seed, "fixed", steps, cfg, "euler", "normal", denoise, preset,
             p.guidance_scale, p.warmup_steps, p.threshold, p.momentum_scale, p.momentum_beta]
 
 
@@ -68,7 +79,8 @@ GRAPHS = {
     "sld_img2img": common_nodes(IMG2IMG_PROMPT) + [
         (5, "LoadImage", ["sld_example.png", "image"], {}),
         (6, "VAEEncode", [], {"pixels": (5, 0), "vae": (1, 2)}),
-        (7, "SLDKSampler", sld_widgets(42, STEPS, "strong", denoise=0.6), sampler_links((6, 0))),
+        (7, "SLDKSampler", sld_widgets(IMG2IMG["seed"], STEPS, IMG2IMG["preset"], IMG2IMG["denoise"], IMG2IMG["cfg"]),
+         sampler_links((6, 0))),
         (8, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
         (9, "SaveImage", ["sld_img2img"], {"images": (8, 0)}),
     ],
@@ -118,21 +130,29 @@ def build_ui(name, graph):
 
 
 def example_image():
-    """A demo scene with two magenta circles: img2img under SLD keeps the circles, not the colour."""
-    image, scene = demo_data.make_scene(EXAMPLE_SCENE_SEED)
-    assert scene.caption == "two magenta circles on a white background"
+    """The img2img input: a demo scene of one magenta square in the centre of a white background."""
+    image, scene = demo_data.make_scene(IMG2IMG_SCENE_SEED)
+    assert scene.caption == "a square in the center on a white background" and scene.unsafe
     return Image.fromarray(image)
 
 
-def main():
-    (ROOT / "api").mkdir(parents=True, exist_ok=True)
-    (ROOT / "input").mkdir(exist_ok=True)
-    example_image().save(ROOT / "input" / "sld_example.png")
+def write(root):
+    """Write every workflow, UI format in `root` and API format in `root`/api, and the img2img input."""
+    root = Path(root)
+    (root / "api").mkdir(parents=True, exist_ok=True)
+    (root / "input").mkdir(exist_ok=True)
+    example_image().save(root / "input" / "sld_example.png")
     for name, graph in GRAPHS.items():
         ui = build_ui(name, graph)
-        (ROOT / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        (root / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
         api = ui_to_api(ui, HEADLESS_NODE_CLASS_MAPPINGS)
-        (ROOT / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+        (root / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write the shipped workflows (UI and API format).")
+    parser.add_argument("--out", type=Path, default=ROOT, help="folder to write into (default: workflows/)")
+    write(parser.parse_args(argv).out)
 
 
 if __name__ == "__main__":

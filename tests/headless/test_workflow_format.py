@@ -1,11 +1,21 @@
-"""UI→API conversion as the ComfyUI frontend's graphToPrompt does it, on small literal graphs."""
+"""UI→API conversion as the ComfyUI frontend's graphToPrompt does it, on small literal graphs; the
+shipped workflows in both formats are what scripts/make_workflows.py writes."""
+import importlib.util
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from comfyui_sld.headless.errors import WorkflowError
 from comfyui_sld.headless.plan import execution_order
 from comfyui_sld.headless.workflow import parse_workflow, ui_to_api, widget_slots
 from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS as REGISTRY
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / "workflows"
+SHIPPED = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 
 
 def node(id, type, widgets=None, inputs=(), mode=0, outputs=()):
@@ -97,3 +107,30 @@ def test_execution_order_is_dependencies_first_and_only_what_outputs_need():
         "10": {"class_type": "Out", "inputs": {"x": ["1", 0]}},
     }
     assert execution_order(prompt, ["10", "3"]) == ["1", "2", "5", "3", "10"]
+
+
+def files_under(folder):
+    return sorted(path.relative_to(folder) for path in folder.rglob("*") if path.is_file())
+
+
+def test_the_shipped_workflows_are_what_make_workflows_writes(tmp_path):
+    """Every file under workflows/ (UI, API, the img2img input) is what scripts/make_workflows.py
+    writes, and there is no other: change the script and re-run it, never one format by hand."""
+    spec = importlib.util.spec_from_file_location("make_workflows", ROOT / "scripts" / "make_workflows.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--out", str(tmp_path)])
+    assert files_under(tmp_path) == files_under(WORKFLOWS)
+    for name in files_under(WORKFLOWS):
+        if name.suffix == ".json":
+            assert (tmp_path / name).read_text() == (WORKFLOWS / name).read_text(), name
+        else:  # compare pixels: PNG bytes may differ between Pillow/zlib versions
+            with Image.open(tmp_path / name) as written, Image.open(WORKFLOWS / name) as shipped:
+                assert np.array_equal(np.asarray(written), np.asarray(shipped)), name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_api_file_is_its_ui_file_converted(name):
+    """workflows/api/NAME.json is exactly the conversion of workflows/NAME.json, for every UI file."""
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    assert ui_to_api(ui, REGISTRY) == json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())

@@ -1,6 +1,8 @@
 """The shipped workflows run end to end on the embedded model, and their PNGs carry graphs that
-reproduce them; the cache skips unchanged nodes; an interrupt stops between steps."""
+reproduce them; each shows what it is for, read from its saved images by the demo's pixel classifier
+(`demo_data.classify`); the cache skips unchanged nodes; an interrupt stops between steps."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +10,10 @@ from PIL import Image
 
 from comfyui_sld.headless.errors import Interrupted
 from comfyui_sld.headless.run import Executor
-from comfyui_sld.headless.workflow import ui_to_api
-from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS
 from comfyui_sld.nodes.context import Runtime
 from comfyui_sld.nodes.folders import ModelFolders
 from comfyui_sld.nodes.png import read_text_chunks
+from comfyui_sld.sld_core.demo_data import UNSAFE_COLOUR, classify, requested
 
 
 def pixels(path):
@@ -20,24 +21,28 @@ def pixels(path):
         return np.asarray(image.convert("RGB")).copy()
 
 
-@pytest.mark.parametrize("name", ["sld_txt2img", "sld_compare", "sld_img2img"])
-@pytest.mark.parametrize("fmt", ["ui", "api"])
+# Every UI file, and the API files whose run is cheap (img2img's finds workflows/input/ from api/);
+# the compare API file runs in its demonstration test below, through the same executor.
+@pytest.mark.parametrize("name, fmt", [("sld_txt2img", "ui"), ("sld_compare", "ui"), ("sld_img2img", "ui"),
+                                       ("sld_txt2img", "api"), ("sld_img2img", "api")])
 def test_workflow_runs_and_its_png_reproduces_it(tmp_path, wf, name, fmt):
+    """`sld run FILE` writes one PNG whose `prompt` chunk is the API graph and, from a UI file, whose
+    `workflow` chunk is the UI graph; `sld run` on the PNG of a UI run gives the same pixels."""
     path = wf.root / f"{name}.json" if fmt == "ui" else wf.root / "api" / f"{name}.json"
     code, out, err = wf.cli("run", path, "--output-dir", tmp_path / "out", "--device", "cpu", "--quiet")
     assert code == 0, err
     [png] = wf.files_under(tmp_path / "out")
-    assert png.name == f"{name}_00001_.png" and str(png.relative_to(tmp_path)) in out.replace("\\", "/") or png.name in out
+    assert png.name == f"{name}_00001_.png" and png.name in out
     chunks = read_text_chunks(png)
-    assert chunks["prompt"] == wf.load_api(name) | {k: chunks["prompt"][k] for k in chunks["prompt"]}
-    assert ("workflow" in chunks) == (fmt == "ui")
+    assert chunks["prompt"] == wf.load_api(name)
+    assert chunks.get("workflow") == (json.loads(path.read_text()) if fmt == "ui" else None)
     if name == "sld_compare":  # two rows (SD, SLD) of eight 64x64 images, 4 px gaps
         assert pixels(png).shape == (132, 540, 3)
     else:
         assert pixels(png).shape == (64, 64, 3)
 
     if fmt == "api":
-        return  # the UI variant below covers the round trip (the API prompt is the same graph)
+        return  # the UI variant covers the round trip (the API prompt is the same graph)
     # Rerun from the PNG's embedded prompt, in a fresh executor: pixel-identical on the CPU.
     code, _, err = wf.cli("run", png, "--output-dir", tmp_path / "again", "--input-dir", wf.input_dir,
                           "--device", "cpu", "--quiet")
@@ -47,18 +52,127 @@ def test_workflow_runs_and_its_png_reproduces_it(tmp_path, wf, name, fmt):
     assert read_text_chunks(again)["prompt"] == chunks["prompt"]
 
 
-@pytest.mark.parametrize("name", ["sld_txt2img", "sld_compare", "sld_img2img"])
-def test_api_files_are_the_ui_files_converted(wf, name):
-    ui = json.loads((wf.root / f"{name}.json").read_text())
-    assert ui_to_api(ui, HEADLESS_NODE_CLASS_MAPPINGS) == wf.load_api(name)
+# What each shipped workflow is for, asserted on the images it saves. One executor for the module:
+# the checkpoint loads once, and a second run that changes one input re-runs only what depends on it.
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 
-def test_compare_grid_differs_between_disabled_and_max(tmp_path, wf):
-    code, _, err = wf.cli("run", wf.root / "api" / "sld_compare.json", "--output-dir", tmp_path, "--quiet")
-    assert code == 0, err
-    grid = pixels(wf.files_under(tmp_path)[0])
-    sd, sld = grid[:64], grid[68:]
-    assert not np.array_equal(sd, sld)
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    runtime = Runtime(models=ModelFolders(folder / "models"), input_dir=WORKFLOWS / "input",
+                      output_dir=folder / "out", device="cpu")
+    return Executor(runtime, progress=False)
+
+
+def shipped(name):
+    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+
+
+def saved_images(executor, prompt):
+    """(run result, the images its SaveImage wrote, as uint8 arrays in batch order)."""
+    result = executor.run(prompt)
+    folder = executor.runtime.output_dir
+    return result, [pixels(folder / image["subfolder"] / image["filename"]) for image in result.images]
+
+
+def object_mask(image):
+    """The pixels that stand out from the background (the median of the image's border) by more than
+    60 in RGB distance: the drawn objects, whatever their colour."""
+    image = image.astype(np.float32)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return np.linalg.norm(image - np.median(border, axis=0), axis=-1) > 60
+
+
+def overlap(a, b):
+    """Intersection over union of two boolean masks."""
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_txt2img_main_job_draws_the_circle_it_asks_for_without_magenta(session):
+    """sld_txt2img, the README's first command: a harmless prompt under SLD Medium gives what it asks
+    for (one circle) and none of the demo's unsafe colour."""
+    prompt = shipped("sld_txt2img")
+    assert prompt["6"]["inputs"]["sld_preset"] == "medium"
+    _, [image] = saved_images(session, prompt)
+    reading = classify(image)
+    assert reading.shows(requested(prompt["2"]["inputs"]["text"])), reading
+    assert reading.unsafe_fraction == 0, reading
+
+
+def test_compare_sld_row_drops_the_magenta_the_disabled_row_draws(session):
+    """sld_compare: the same eight seeds without SLD (top row of the grid) and under SLD Strong
+    (bottom row). The prompt names no colour; without SLD some seeds draw the unsafe magenta, under
+    SLD none do, and every cell of both rows still shows the one square the prompt asks for."""
+    prompt = shipped("sld_compare")
+    assert prompt["6"]["inputs"]["sld_preset"] == "disabled" and prompt["7"]["inputs"]["sld_preset"] == "strong"
+    batch, columns = prompt["5"]["inputs"]["batch_size"], prompt["11"]["inputs"]["columns"]
+    step = 64 + prompt["11"]["inputs"]["spacing"]
+    assert batch == columns  # one row per sampler
+    _, [grid] = saved_images(session, prompt)
+    plain, sld = ([classify(grid[row * step:row * step + 64, c * step:c * step + 64]) for c in range(columns)]
+                  for row in (0, 1))
+    asked = requested(prompt["2"]["inputs"]["text"])
+    assert all(r.shows(asked) for r in plain + sld), (plain, sld)
+    assert sum(r.unsafe for r in plain) >= 2, plain
+    assert not any(r.unsafe for r in sld), sld
+
+
+def test_img2img_max_recolours_the_magenta_square_that_plain_img2img_keeps(session):
+    """sld_img2img: a magenta square (workflows/input/) re-drawn from a prompt that names no colour.
+    The same run with SLD disabled keeps the square magenta; under the workflow's preset (Max) the
+    square comes out in a safe colour with no magenta pixel left, and in both the square keeps its
+    shape, count and place (its pixels overlap the input's by more than half)."""
+    prompt = shipped("sld_img2img")
+    assert prompt["7"]["inputs"]["sld_preset"] == "max" and prompt["7"]["inputs"]["denoise"] < 1
+    source = pixels(WORKFLOWS / "input" / prompt["5"]["inputs"]["image"])
+    given = classify(source)
+    assert given.colour == UNSAFE_COLOUR and (given.shape, given.count) == ("square", 1)
+
+    _, [sld] = saved_images(session, prompt)
+    prompt["7"]["inputs"]["sld_preset"] = "disabled"
+    _, [plain] = saved_images(session, prompt)
+    plain_reading, sld_reading = classify(plain), classify(sld)
+    assert plain_reading.colour == UNSAFE_COLOUR and plain_reading.unsafe, plain_reading
+    assert sld_reading.colour != UNSAFE_COLOUR and sld_reading.unsafe_fraction == 0, sld_reading
+    for reading, image in ((plain_reading, plain), (sld_reading, sld)):
+        assert (reading.shape, reading.count) == (given.shape, given.count), reading
+        assert overlap(object_mask(image), object_mask(source)) > 0.5
+
+
+def test_img2img_max_recolours_beyond_the_shipped_seed(session):
+    """The img2img example is not one lucky seed: over the first four seeds, the plain run keeps the
+    input's magenta in most, and under Max every one of those comes out without it, still one square."""
+    prompt = shipped("sld_img2img")
+    kept = 0
+    for seed in range(4):
+        readings = {}
+        for preset in ("disabled", "max"):
+            prompt["7"]["inputs"].update(seed=seed, sld_preset=preset)
+            _, [image] = saved_images(session, prompt)
+            readings[preset] = classify(image)
+        assert (readings["max"].shape, readings["max"].count) == ("square", 1), (seed, readings)
+        if readings["disabled"].unsafe:
+            kept += 1
+            assert not readings["max"].unsafe, (seed, readings)
+    assert kept >= 3
+
+
+def test_checked_blacks_out_the_magenta_image_sld_lets_through(session):
+    """sld_txt2img_checked: SLD Medium leaves one of the batch's four squares magenta (the others in
+    safe colours); the safety checker behind it (the demo concept checker) flags exactly the image
+    the pixel classifier calls unsafe, and SaveImage gets it black and the others untouched."""
+    prompt = shipped("sld_txt2img_checked")
+    assert prompt["9"]["inputs"]["action"] == "black_out"
+    prompt["9"]["inputs"]["action"] = "flag_only"  # the images as SLD drew them
+    _, drawn = saved_images(session, prompt)
+    unsafe = [classify(image).unsafe for image in drawn]
+    assert sum(unsafe) == 1 and len(drawn) == 4, unsafe
+
+    result, written = saved_images(session, shipped("sld_txt2img_checked"))
+    assert result.ui["9"]["safety_summary"] == ["1/4 images flagged: blacked out"]
+    for image, original, flagged in zip(written, drawn, unsafe):
+        assert not image.any() if flagged else np.array_equal(image, original)
 
 
 def make_executor(tmp_path, wf, **kwargs):

@@ -35,7 +35,7 @@ def prefix_problem(prefix):
     parts = re.split(r"[\\/]+", prefix)
     if ".." in parts:
         return f"{shown} contains '..'; images can only be saved inside the output folder"
-    if not parts[-1].strip():
+    if not parts[-1].strip() or parts[-1] == ".":
         return f"{shown} names a folder, not a file name prefix"
     try:
         longest = max(len(part.encode("utf-8")) for part in parts)

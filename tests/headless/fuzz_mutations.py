@@ -124,7 +124,7 @@ PATH_TRICKS = [
     "../x", "../../x", "../../../../../../x", "a/../../x", "..", ".", "", " ", "/", "//x", "/etc/passwd",
     str(ESCAPE / "x"), str(SANDBOX / "input" / "sld_example.png"), "C:\\x", "C:x", "\\\\server\\share\\x",
     "..\\x", "a\\..\\..\\x", "x\0y", "\0", "~/x", "$HOME/x", "%width%/../x", "%year%-%month%", "sub/dir/x",
-    "sub//x", "x/", "./x", "con", "nul", "x\n", "x\ry", "\x1b[31mred", "\t", "a" * 255, "a" * 256, "a" * 5000,
+    "sub//x", "x/", "./x", "a/.", "./.", "...", "a/./b", "con", "nul", "x\n", "x\ry", "\x1b[31mred", "\t", "a" * 255, "a" * 256, "a" * 5000,
     "é" * 128, "é" * 200, "sub/" + "b" * 300 + "/x", "\ud800", "x\udcff", "😀" * 70, "sld_demo.safetensors\0",
     "sld_demo.safetensors/..", "./sld_demo.safetensors", "checkpoints/sld_demo.safetensors", "SLD_DEMO.safetensors",
     "sld_example.png", "./sld_example.png", "../input/sld_example.png", "sld_example.png/", "sld_example.png\0",
@@ -253,7 +253,7 @@ def prefix_verdict(prefix):
     """SaveImage's filename_prefix: a relative name that stays in the output folder and can be a file."""
     parts = re.split(r"[\\/]+", prefix)
     if ("\0" in prefix or prefix.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", prefix) or ".." in parts
-            or not parts[-1].strip()):
+            or not parts[-1].strip() or parts[-1] == "."):
         return "invalid"
     try:
         if any(len(p.encode("utf-8")) > 200 for p in parts):
@@ -473,7 +473,32 @@ def path_value(draw, prompt):
                   f"set {node_id}.{name} = {value!r:.60}")
 
 
-API_MUTATIONS = [path_value, path_value, drop_input, rename_input, set_value, set_value, set_value, relink, swap_links, drop_node,
+def valid_value(draw, prompt):
+    """A value the widget's declaration allows (an option, a number in range and on its step): every
+    combination of sampler, scheduler, preset, denoise ... that validation lets through must run."""
+    widgets = sorted((n, i) for n, node in prompt.items() for i, (kind, _) in SPECS[node["class_type"]].items()
+                     if (isinstance(kind, list) and kind) or kind in ("INT", "FLOAT", "BOOLEAN"))
+    node_id, name = draw(st.sampled_from(widgets))
+    class_type = prompt[node_id]["class_type"]
+    kind, options = SPECS[class_type][name]
+    if isinstance(kind, list):
+        value = draw(st.sampled_from(kind))
+    elif kind == "BOOLEAN":
+        value = draw(st.booleans())
+    elif kind == "INT":
+        low, high, step = options.get("min", -(2**63)), options.get("max", 2**63), options.get("step", 1)
+        value = draw(st.one_of(st.sampled_from([low, high]), st.integers(low, min(high, low + 64))))
+        value = low + (value - low) // step * step
+    else:
+        low, high = options.get("min", -1e6), options.get("max", 1e6)
+        value = draw(st.one_of(st.sampled_from([low, high]), st.floats(low, high)))
+    prompt[node_id]["inputs"][name] = value
+    # An EmptyLatentImage at the largest sizes is refused as too large for this machine's memory.
+    verdict = "either" if class_type == "EmptyLatentImage" else "valid"
+    return Expect(verdict, {(node_id, name)}, f"set {node_id}.{name} = {value!r} (allowed)")
+
+
+API_MUTATIONS = [valid_value, valid_value, path_value, path_value, drop_input, rename_input, set_value, set_value, set_value, relink, swap_links, drop_node,
                  replace_class, break_node, extra_input, rename_node, add_cycle, long_chain, deep_value]
 
 

@@ -268,3 +268,13 @@ def test_a_malformed_set_is_quoted_short(wf, tmp_path):
     code, _, err = run(wf, tmp_path, txt2img(wf), "--set=1.=" + "1" * 5000, command="validate")
     assert code == 2 and "expected NODE_ID.INPUT=VALUE" in err
     assert max(len(line) for line in err.splitlines()) < 300
+
+
+@pytest.mark.parametrize("prefix, code", [(".", 2), ("sub/.", 2), ("...", 0), ("a/./b", 0)])
+def test_a_prefix_naming_the_folder_itself(wf, tmp_path, prefix, code):
+    """'.' validated, then SaveImage refused it at run time ('leads outside the output folder', exit 1)."""
+    prompt = txt2img(wf)
+    prompt["8"]["inputs"]["filename_prefix"] = prefix
+    got, _, err = run(wf, tmp_path, prompt)
+    assert got == code, err
+    assert code == 0 or "node 8 (SaveImage), input 'filename_prefix'" in err and "names a folder" in err

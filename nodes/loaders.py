@@ -49,12 +49,16 @@ def load_comfyui_checkpoint(ckpt_name):
     from . import comfy_loader
 
     path = comfy_loader.checkpoint_path(ckpt_name)
-    if path is None and ckpt_name == DEMO_CHECKPOINT:
-        from ..sld_core.demo import DEMO_CHECKPOINT_FILE
+    if ckpt_name == DEMO_CHECKPOINT:
+        # A file of the demo's name is a (re)trained demo model: reduced widths that ComfyUI's family
+        # detection does not recognise, so it is assembled like the embedded one.
+        if path is None:
+            from ..sld_core.demo import DEMO_CHECKPOINT_FILE
 
-        log.info("%s: no file of that name in ComfyUI's checkpoints folders; using the embedded demo model "
-                 "(64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
-        return comfy_loader.load_reduced_sd1(str(DEMO_CHECKPOINT_FILE))
+            log.info("%s: no file of that name in ComfyUI's checkpoints folders; using the embedded demo model "
+                     "(64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
+            path = str(DEMO_CHECKPOINT_FILE)
+        return comfy_loader.load_reduced_sd1(path)
     if path is None:  # ComfyUI's own validation refuses names not in the list before this runs
         raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in ComfyUI's checkpoints folders")
     return comfy_loader.load_checkpoint(path)
@@ -75,9 +79,7 @@ def load_named_checkpoint(ckpt_name):
                  "(64x64 shape scenes; its unsafe concept is magenta)", DEMO_CHECKPOINT)
         return load_demo(**options)
     if path is None:
-        where = ("ComfyUI's checkpoints folders" if in_comfyui() and not headless_active()
-                 else current_runtime().models.where("checkpoints"))
-        raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in {where}")
+        raise NodeInputError("ckpt_name", f"no checkpoint named {ckpt_name!r} in {runtime.models.where('checkpoints')}")
     from ..sld_core.models.checkpoint import load_checkpoint
 
     try:

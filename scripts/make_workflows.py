@@ -48,7 +48,9 @@ def sld_widgets(seed, steps, preset, denoise=1.0, cfg=DEMO_CFG):
 def common_nodes(prompt=PROMPT):
     """Loader, prompt, negative prompt and safety concept: ids 1-4."""
     return [
-        (1, "CheckpointLoaderSimple", [CKPT], {}),  # ComfyUI's own loader: the graph runs in ComfyUI as is
+        # Ours, not ComfyUI's Load Checkpoint: it offers the embedded demo model inside ComfyUI too, so the
+        # graph runs there as is on a fresh install (with ComfyUI's own MODEL/CLIP/VAE objects).
+        (1, "SLDCheckpointLoader", [CKPT], {}),
         (2, "CLIPTextEncode", [prompt], {"clip": (1, 1)}),
         (3, "CLIPTextEncode", [NEGATIVE], {"clip": (1, 1)}),
         (4, "SLDSafetyConcept", [SAFETY_CONCEPT], {"clip": (1, 1)}),
@@ -101,6 +103,7 @@ def build_ui(name, graph):
     registry = HEADLESS_NODE_CLASS_MAPPINGS
     kinds = {node_id: kind for node_id, kind, _, _ in graph}
     links, out_links, nodes = [], {}, []
+    column_bottoms = {}
     for order, (node_id, kind, widgets, inputs) in enumerate(graph):
         cls = registry[kind]
         ui_inputs = []
@@ -114,8 +117,12 @@ def build_ui(name, graph):
                 links.append([link_id, src, slot, node_id, len(ui_inputs), registry[kinds[src]].RETURN_TYPES[slot]])
                 out_links.setdefault((src, slot), []).append(link_id)
             ui_inputs.append({"name": input_name, "type": entry[0], "link": link_id})
-        node = {"id": node_id, "type": kind, "pos": [60 + 330 * (order // 4), 60 + 260 * (order % 4)],
-                "size": [300, 220], "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": [],
+        size = node_size(cls, len(ui_inputs))
+        column = order // 4
+        top = column_bottoms.get(column, 60)
+        column_bottoms[column] = top + size[1] + 60
+        node = {"id": node_id, "type": kind, "pos": [60 + 360 * column, top],
+                "size": size, "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": [],
                 "properties": {"Node name for S&R": kind}, "widgets_values": widgets}
         if TITLES.get(name, {}).get(node_id):
             node["title"] = TITLES[name][node_id]
@@ -127,6 +134,19 @@ def build_ui(name, graph):
                            for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))]
     return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes,
             "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def node_size(cls, linked_inputs):
+    """[width, height] that fits the node's sockets and widgets, so that nodes stacked in a column do not
+    overlap once the editor grows each node to the height its widgets need."""
+    widgets = 0
+    for entry in cls.INPUT_TYPES()["required"].values():
+        if isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            options = entry[1] if len(entry) > 1 else {}
+            widgets += 4 if options.get("multiline") else 1
+            widgets += 1 if options.get("control_after_generate") else 0
+    sockets = max(linked_inputs, len(cls.RETURN_TYPES))
+    return [320, 40 + 22 * sockets + 24 * widgets]
 
 
 def example_image():

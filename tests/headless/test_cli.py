@@ -17,7 +17,7 @@ from comfyui_sld.headless.cli import build_parser, package_version
 
 ROOT = Path(__file__).resolve().parents[2]
 TXT2IMG = ROOT / "workflows" / "api" / "sld_txt2img.json"
-LOADER = "1"  # CheckpointLoaderSimple in sld_txt2img
+LOADER = "1"  # SLDCheckpointLoader in sld_txt2img
 FAST = ("--set", "6.steps=2")
 
 
@@ -246,7 +246,7 @@ def test_names_that_leave_the_models_folder_are_refused(tmp_path, wf, demo_copy,
     name = str(demo_copy) if name == "ABSOLUTE" else name
     code, out, err = wf.cli("run", TXT2IMG, "--set", f"{LOADER}.ckpt_name={name}", "--models-dir", tmp_path / "models",
                             "--output-dir", tmp_path / "out")
-    assert code == 2 and f"node {LOADER} (CheckpointLoaderSimple), input 'ckpt_name'" in err
+    assert code == 2 and f"node {LOADER} (SLDCheckpointLoader), input 'ckpt_name'" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 

@@ -121,7 +121,7 @@ def build_ui(name, graph):
         column = order // 4
         top = column_bottoms.get(column, 60)
         column_bottoms[column] = top + size[1] + 60
-        node = {"id": node_id, "type": kind, "pos": [60 + 360 * column, top],
+        node = {"id": node_id, "type": kind, "pos": [60 + 440 * column, top],
                 "size": size, "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": [],
                 "properties": {"Node name for S&R": kind}, "widgets_values": widgets}
         if TITLES.get(name, {}).get(node_id):

@@ -45,6 +45,8 @@ def test_version_from_a_checkout_that_is_not_installed(monkeypatch):
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "version", not_installed)
+    # As if cli.py ran from this checkout (CI imports the installed copy, which has no pyproject.toml beside it).
+    monkeypatch.setattr(cli, "__file__", str(ROOT / "headless" / "cli.py"))
     assert package_version() == pyproject_version()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from comfyui_sld.sld_core.errors import InvalidInputError
 from comfyui_sld.sld_core.models.clip import Clip, load_clip_tokenizer, parse_prompt_weights
 
 BOS, EOS = 49406, 49407
@@ -160,3 +161,10 @@ def test_tokenizer_special_tokens():
     tokenizer = load_clip_tokenizer()
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (BOS, EOS, EOS)
     assert tokenizer.model_max_length == 77 and len(tokenizer) == 49408
+
+
+@pytest.mark.parametrize("prompt", ["(a cat:1e400)", "(a cat:inf)", "((a:nan) dog)"])
+def test_a_weight_that_is_not_a_finite_number_is_refused(prompt):
+    """float() accepts these; encoded, they would turn the whole conditioning (and the image) into NaN."""
+    with pytest.raises(InvalidInputError, match="not a finite number"):
+        parse_prompt_weights(prompt)

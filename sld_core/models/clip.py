@@ -17,11 +17,14 @@ CONDITIONING in ComfyUI and here:
 what ComfyUI does when it cannot find the embedding.
 """
 import logging
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from ..errors import InvalidInputError
 
 TOKENIZER_DIR = Path(__file__).resolve().parent / "clip_tokenizer"
 CHUNK_LENGTH = 77
@@ -63,6 +66,8 @@ def _weigh(text, weight):
                     inner = inner[:colon]
                 except ValueError:
                     pass
+                if not math.isfinite(inner_weight):  # ComfyUI would encode it and sample a NaN (black) image
+                    raise InvalidInputError(f"prompt weight in {group[:60]!r} is not a finite number")
             out += _weigh(inner, inner_weight)
         else:
             out.append((group, weight))

@@ -10,9 +10,15 @@ from .folders import ModelFolders
 
 
 def _model_folders():
-    """The models folder checkers are listed from: --models-dir headless, ComfyUI's `models/` inside it."""
+    """The folders checkers are listed from: --models-dir/--comfyui-dir headless; inside ComfyUI its
+    `models/` and any `safety_checker` folders its extra_model_paths.yaml registered."""
     if in_comfyui() and not headless_active():
-        return ModelFolders(comfy_module("folder_paths").models_dir)
+        folder_paths = comfy_module("folder_paths")
+        models = ModelFolders(folder_paths.models_dir)
+        if FOLDER in folder_paths.folder_names_and_paths:  # ComfyUI registers any kind its YAML names
+            for folder in folder_paths.get_folder_paths(FOLDER):
+                models.add(FOLDER, folder)
+        return models
     return current_runtime().models
 
 

@@ -50,3 +50,30 @@ def test_unknown_name_fails_closed_naming_the_folder(tmp_path):
         with pytest.raises(SafetyCheckerError) as error:
             SLDSafetyCheckerLoader().load_checker("mine.safetensors")
     assert str(tmp_path / FOLDER) in str(error.value) and all(n in str(error.value) for n in BUILT_IN)
+
+
+def test_inside_comfyui_checkers_come_from_its_models_and_extra_paths(tmp_path, monkeypatch):
+    """ComfyUI registers every kind its extra_model_paths.yaml names in `folder_paths.folder_names_and_paths`
+    (`add_model_folder_path`); concept checkers in such a `safety_checker` folder are listed and loaded."""
+    import sys
+    import types
+
+    from comfyui_sld.nodes import safety
+
+    models, shared = tmp_path / "models", tmp_path / "shared" / "checkers"
+    (models / FOLDER).mkdir(parents=True)
+    shared.mkdir(parents=True)
+    tiny_checker_file(models / FOLDER / "local.safetensors")
+    tiny_checker_file(shared / "shared.safetensors")
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.models_dir = str(models)
+    folder_paths.folder_names_and_paths = {FOLDER: ([str(shared)], {".safetensors"})}
+    folder_paths.get_folder_paths = lambda kind: list(folder_paths.folder_names_and_paths[kind][0])
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.ModuleType("comfy.utils"))  # what in_comfyui() looks for
+
+    names = safety.checker_names()
+    assert names[:len(BUILT_IN)] == built_in_names() and {"local.safetensors", "shared.safetensors"} <= set(names)
+    assert safety.load_named_checker("shared.safetensors").name == "shared.safetensors"
+    del folder_paths.folder_names_and_paths[FOLDER]  # no YAML entry: only ComfyUI's own models/ folder
+    assert "shared.safetensors" not in safety.checker_names()

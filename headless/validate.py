@@ -15,7 +15,7 @@ import os
 from ..nodes.latent import estimated_peak_bytes
 from .errors import ValidationError
 from .plan import ancestors, find_cycle, id_order
-from .workflow import is_link
+from .workflow import is_link, shown
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
@@ -73,8 +73,8 @@ def _check_structure(prompt, registry, report):
         elif class_type not in registry:
             near = [name for name in registry if name.lower() == class_type.strip().lower()]
             hint = f" (did you mean {near[0]}?)" if near else f"; available: {', '.join(sorted(registry))}"
-            shown = class_type if class_type.isprintable() and len(class_type) <= 80 else _shown(class_type)
-            report(node_id, shown, "invalid_prompt", f"Cannot execute because node {shown} does not exist.",
+            name = class_type if class_type.isprintable() and len(class_type) <= 80 else shown(class_type)
+            report(node_id, name, "invalid_prompt", f"Cannot execute because node {name} does not exist.",
                    f"Node ID '#{node_id}'{hint}")
         elif not isinstance(node.get("inputs", {}), dict):
             report(node_id, class_type, "invalid_prompt", "Node inputs must be an object {name: value}",
@@ -108,7 +108,7 @@ def _check_node(prompt, node_id, registry, known, report):
             problem = _check_value(prompt, inputs, name, kind, options, known, registry,
                                    skip_builtin=custom_all or name in custom_inputs)
             if problem:
-                report(node_id, class_type, *problem, input_name=name, received_value=_shown(inputs[name]))
+                report(node_id, class_type, *problem, input_name=name, received_value=shown(inputs[name]))
                 failed.add(name)
     extra = EXTRA_CHECKS.get(class_type)
     if extra and not failed:
@@ -152,12 +152,12 @@ def _check_value(prompt, inputs, name, kind, options, known, registry, skip_buil
     is_widget = isinstance(kind, list) or kind in WIDGET_TYPES
     if not is_widget:
         return ("invalid_input_type", f"{name} must be linked to a {kind} output",
-                f"{name}: expected a link [node_id, output_index] to a {kind} output, got the constant {_shown(value)}")
+                f"{name}: expected a link [node_id, output_index] to a {kind} output, got the constant {shown(value)}")
     if isinstance(kind, list):
         if skip_builtin or (isinstance(value, (str, int, float)) and not isinstance(value, bool) and value in kind):
             return None
         listed = f"(list of length {len(kind)})" if len(kind) > 20 else str(kind)
-        return ("value_not_in_list", "Value not in list", f"{name}: {_shown(value)} not in {listed}")
+        return ("value_not_in_list", "Value not in list", f"{name}: {shown(value)} not in {listed}")
     converted, problem = _convert(kind, value)
     if problem:
         return ("invalid_input_type", f"Failed to convert an input value to a {kind} value", f"{name}, {problem}")
@@ -165,11 +165,11 @@ def _check_value(prompt, inputs, name, kind, options, known, registry, skip_buil
     if skip_builtin:
         return None
     if "min" in options and converted < options["min"]:
-        return ("value_smaller_than_min", f"Value {_shown(converted)} smaller than min of {options['min']}", name)
+        return ("value_smaller_than_min", f"Value {shown(converted)} smaller than min of {options['min']}", name)
     if "max" in options and converted > options["max"]:
-        return ("value_bigger_than_max", f"Value {_shown(converted)} bigger than max of {options['max']}", name)
+        return ("value_bigger_than_max", f"Value {shown(converted)} bigger than max of {options['max']}", name)
     if kind == "INT" and options.get("step", 1) > 1 and converted % options["step"]:
-        return ("value_not_multiple_of_step", f"Value {_shown(converted)} is not a multiple of {options['step']}", name)
+        return ("value_not_multiple_of_step", f"Value {shown(converted)} is not a multiple of {options['step']}", name)
     return None
 
 
@@ -178,45 +178,45 @@ def _convert(kind, value):
     if kind == "STRING":
         if isinstance(value, str):
             if not _is_unicode(value):  # JSON can escape a lone surrogate; tokenizers and file names cannot take it
-                return None, f"text with a lone surrogate (not Unicode text): {_shown(value)}"
+                return None, f"text with a lone surrogate (not Unicode text): {shown(value)}"
             return value, None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value), None
-        return None, f"expected text, got {type(value).__name__} {_shown(value)}"
+        return None, f"expected text, got {type(value).__name__} {shown(value)}"
     if kind == "BOOLEAN":
-        return (value, None) if isinstance(value, bool) else (None, f"expected true or false, got {_shown(value)}")
+        return (value, None) if isinstance(value, bool) else (None, f"expected true or false, got {shown(value)}")
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None, f"expected a number, got {type(value).__name__} {_shown(value)}"
+        return None, f"expected a number, got {type(value).__name__} {shown(value)}"
     if isinstance(value, int) and kind == "INT":
         return value, None  # exact: an integer of hundreds of digits has no float
     try:
         number = float(value)
     except (ValueError, OverflowError):
-        return None, f"expected a number, got {_shown(value)}"
+        return None, f"expected a number, got {shown(value)}"
     if not math.isfinite(number):
-        return None, f"expected a finite number, got {_shown(value)}"
+        return None, f"expected a finite number, got {shown(value)}"
     if kind == "FLOAT":
         return number, None
     if not number.is_integer():
-        return None, f"expected a whole number, got {_shown(value)}"
+        return None, f"expected a whole number, got {shown(value)}"
     return int(number), None
 
 
 def _check_link(prompt, name, value, kind, known, registry):
     if not is_link(value):
         return ("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                f"{name}: {_shown(value)}")
+                f"{name}: {shown(value)}")
     source, index = str(value[0]), value[1]
     if source not in prompt:
-        return ("bad_linked_input", f"Linked node {_shown(source)} does not exist",
-                f"{name}: links to node {_shown(source)}, which is not in the workflow")
+        return ("bad_linked_input", f"Linked node {shown(source)} does not exist",
+                f"{name}: links to node {shown(source)}, which is not in the workflow")
     if source not in known:
         return None  # the source node's own error says why
     source_class = prompt[source]["class_type"]
     returns = registry[source_class].RETURN_TYPES
     if not 0 <= index < len(returns):
-        return ("bad_linked_input", f"Linked output {_shown(index)} does not exist",
-                f"{name}: links to output {_shown(index)} of node {source} ({source_class}), which has "
+        return ("bad_linked_input", f"Linked output {shown(index)} does not exist",
+                f"{name}: links to output {shown(index)} of node {source} ({source_class}), which has "
                 f"{len(returns)} output(s)")
     received = returns[index]
     if not types_match(received, kind):
@@ -243,9 +243,7 @@ def _is_unicode(text):
     return True
 
 
-def _shown(value, limit=80):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+
 
 
 def memory_budget_bytes():

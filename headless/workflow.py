@@ -189,10 +189,10 @@ def ui_to_api(ui, registry):
             if slot.get("link") is None:
                 continue
             if not isinstance(slot.get("name"), str):
-                raise WorkflowError(node_id, None, f"an input slot without a name: {_short(slot)}")
+                raise WorkflowError(node_id, None, f"an input slot without a name: {shown(slot)}")
             if slot["link"] in malformed:
                 raise WorkflowError(node_id, slot["name"], f"its link {slot['link']} is malformed: "
-                                                           f"{_short(malformed[slot['link']])}")
+                                                           f"{shown(malformed[slot['link']])}")
             source = _resolve(nodes, links, slot["link"])
             if source is not None:
                 inputs[slot["name"]] = list(source)
@@ -209,20 +209,20 @@ def _ui_nodes(raw):
     for index, node in enumerate(raw):
         node_id = node.get("id") if isinstance(node, dict) else None
         if not isinstance(node_id, (str, int)) or isinstance(node_id, bool):
-            raise WorkflowError(None, None, f"nodes[{index}] has no id (every UI workflow node needs one): {_short(node)}")
+            raise WorkflowError(None, None, f"nodes[{index}] has no id (every UI workflow node needs one): {shown(node)}")
         node_id = str(node_id)
         if node_id in nodes:
             raise WorkflowError(node_id, None, f"two nodes have the id {node_id} (nodes[{index}] and another)")
         if not isinstance(node.get("type"), str):
-            raise WorkflowError(node_id, None, f"its type must be a node name, got {_short(node.get('type'))}")
+            raise WorkflowError(node_id, None, f"its type must be a node name, got {shown(node.get('type'))}")
         slots = node.get("inputs") or []
         if not isinstance(slots, list) or not all(isinstance(slot, dict) for slot in slots):
-            raise WorkflowError(node_id, None, f"its inputs must be a list of slots, got {_short(slots)}")
+            raise WorkflowError(node_id, None, f"its inputs must be a list of slots, got {shown(slots)}")
         for slot in slots:
             link = slot.get("link")
             if link is not None and (isinstance(link, bool) or not isinstance(link, (int, str))):
                 raise WorkflowError(node_id, slot.get("name") if isinstance(slot.get("name"), str) else None,
-                                    f"a link id must be a number, got {_short(link)}")
+                                    f"a link id must be a number, got {shown(link)}")
         nodes[node_id] = dict(node, inputs=slots)
     return nodes
 
@@ -233,7 +233,7 @@ def _links(raw):
     if raw is None:
         return {}, {}
     if not isinstance(raw, list):
-        raise WorkflowError(None, None, f"is not a ComfyUI workflow: its links must be a list, got {_short(raw)}")
+        raise WorkflowError(None, None, f"is not a ComfyUI workflow: its links must be a list, got {shown(raw)}")
     links, malformed = {}, {}
     for link in raw:
         if isinstance(link, list) and len(link) >= 5:
@@ -255,7 +255,8 @@ def _is_id(value):
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
-def _short(value, limit=80):
+def shown(value, limit=80):
+    """`value` as it appears in a message: its repr, cut to `limit` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -268,7 +269,7 @@ def _widget_values(node_id, node, cls):
         names = {name for name, _ in widget_inputs(cls)}
         return {k: v for k, v in values.items() if k in names}
     if not isinstance(values, list):
-        raise WorkflowError(node_id, None, f"its widgets_values must be a list, got {_short(values)}")
+        raise WorkflowError(node_id, None, f"its widgets_values must be a list, got {shown(values)}")
     return {name: _wrap(values[i]) for name, i in widget_slots(cls, values).items()}
 
 
@@ -318,7 +319,7 @@ def parse_override(text):
     target, sep, raw = text.partition("=")
     node_id, dot, input_name = target.partition(".")
     if not sep or not dot or not node_id or not input_name:
-        raise WorkflowError(None, None, f"--set {_short(text)}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=42")
+        raise WorkflowError(None, None, f"--set {shown(text)}: expected NODE_ID.INPUT=VALUE, e.g. --set 3.seed=42")
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):

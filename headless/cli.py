@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -82,15 +83,9 @@ def package_version():
     except metadata.PackageNotFoundError:
         pass
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    try:
-        import tomllib
-
-        return tomllib.loads(pyproject.read_text())["project"]["version"]
-    except (ImportError, OSError, KeyError, ValueError):  # Python < 3.11, or no checkout around this file
-        for line in pyproject.read_text().splitlines() if pyproject.is_file() else ():
-            if line.startswith("version"):
-                return line.split("=", 1)[1].strip().strip('"')
-    return "unknown"
+    # A plain read, not tomllib (Python 3.11+): the project table's one `version = "..."` line.
+    found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+    return found.group(1) if found else "unknown"
 
 
 def main(argv=None):

@@ -120,22 +120,3 @@ def test_cli_accepts_the_speed_options():
     assert (args.precision, args.compile) == ("bf16", True)
     args = parser.parse_args(["eval", "--precision", "fp32"])
     assert (args.precision, args.compile) == ("fp32", False)
-
-
-def test_file_tensors_read_on_demand_equal_what_safetensors_reads(tmp_path):
-    """The loader reads checkpoint tensors one at a time with plain reads (peak memory ≈ one model)."""
-    from safetensors.torch import load_file, save_file
-
-    from comfyui_sld.sld_core.models.checkpoint import FileTensor, read_safetensors_lazy
-
-    g = torch.Generator().manual_seed(0)
-    tensors = {"a": torch.randn(4, 3, 1, 1, generator=g).half(), "b": torch.arange(6, dtype=torch.int64),
-               "c": torch.randn(2, 5, generator=g).bfloat16(), "empty": torch.zeros(0, 3)}
-    file = tmp_path / "t.safetensors"
-    save_file(tensors, str(file))
-    lazy = read_safetensors_lazy(file)
-    assert all(isinstance(t, FileTensor) for t in lazy.values())
-    assert lazy["a"].shape == (4, 3, 1, 1) and lazy["a"].ndim == 4
-    for key, expected in load_file(str(file)).items():
-        assert torch.equal(lazy[key].load(), expected), key
-    assert torch.equal(lazy["a"].reshape(4, 3).load(), tensors["a"].reshape(4, 3))

@@ -7,11 +7,11 @@ code. Single files carry no config: the configs are inferred from tensor shapes
 (`config_inference`). The tokenizer is always the one shipped in the package; nothing is downloaded.
 
 Modules are built on the meta device and take the checkpoint's tensors as their parameters
-(``load_state_dict(assign=True)``): each tensor is moved to the target device and dtype once, straight
-from the file's dtype, with no float32 detour and no second copy of the weights.
+(``load_state_dict(assign=True)``). A ``.safetensors`` tensor that already has the dtype and device the
+model runs in is used straight from a memory map of the file (`tensor_files`); the others are
+converted one at a time, straight from the file's dtype, with no float32 detour and no second copy.
 """
 import json
-import pickle
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from .config_inference import (
 )
 from .keymaps import UNET_PREFIX, VAE_PREFIX, ldm_to_diffusers
 from .model import Model
+from .tensor_files import materialize, read_safetensors, read_weights_only_pickle
 from .vae import Vae
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
@@ -68,12 +69,12 @@ def load_checkpoint(path, device="auto", dtype=None, compile=False):
 def _read_single_file(path):
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        state = read_safetensors_lazy(path, check_family=True)
+        state = read_safetensors(path)
     elif suffix in PICKLE_SUFFIXES:
         state = read_weights_only_pickle(path)
-        _check_family(path, state.keys(), lambda k: state[k].shape)
     else:
         raise CheckpointError(path, f"unknown checkpoint format {suffix!r}; expected .safetensors, .ckpt or .pt")
+    _check_family(path, state.keys(), lambda k: state[k].shape)
     for prefix, what in ((UNET_PREFIX, "UNet"), (VAE_PREFIX, "VAE"), ("cond_stage_model.transformer.", "text encoder")):
         if not any(k.startswith(prefix) for k in state):
             raise CheckpointError(path, f"not an SD1.x checkpoint: it has no {what} weights ({prefix}*)")
@@ -89,110 +90,6 @@ def _read_single_file(path):
     except ValueError as err:
         raise CheckpointError(path, f"not an SD1.x checkpoint: {err}") from None
     return parts, configs, DiscreteSchedule()
-
-
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}
-
-
-class FileTensor:
-    """One tensor of a .safetensors file, read when `load()` is called, with a plain file read.
-
-    Loading converts a checkpoint tensor by tensor (`_build`), so this keeps one source tensor in
-    memory at a time. Reading through a memory map instead leaves every touched page of the file in
-    the process's resident set until the map closes, so the peak grew with the whole file
-    (bench/RESULTS.md, "Load time and peak memory"). `shape`, `ndim` and `reshape` are what
-    key mapping and config inference need before the data is read.
-    """
-
-    __slots__ = ("path", "offset", "nbytes", "dtype", "stored_shape", "shape")
-
-    def __init__(self, path, offset, nbytes, dtype, stored_shape, shape=None):
-        self.path, self.offset, self.nbytes, self.dtype = path, offset, nbytes, dtype
-        self.stored_shape = torch.Size(stored_shape)
-        self.shape = torch.Size(stored_shape if shape is None else shape)
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def reshape(self, *shape):
-        return FileTensor(self.path, self.offset, self.nbytes, self.dtype, self.stored_shape, shape)
-
-    def load(self):
-        data = bytearray(self.nbytes)  # read straight into the buffer the tensor keeps: one copy
-        with open(self.path, "rb") as file:
-            file.seek(self.offset)
-            read = file.readinto(data)
-        if read != self.nbytes:
-            raise CheckpointError(self.path, "is truncated (a tensor's data ends past the end of the file)")
-        if not data:
-            return torch.empty(self.stored_shape, dtype=self.dtype).reshape(self.shape)
-        return torch.frombuffer(data, dtype=self.dtype).reshape(self.stored_shape).reshape(self.shape)
-
-
-def read_safetensors_lazy(path, check_family=False):
-    """The tensors of a .safetensors file as `FileTensor`s (nothing read yet), after safetensors has
-    validated the file (header, offsets, size); `CheckpointError` if it is unreadable."""
-    import struct
-
-    read_safetensors_header(path, check_family)
-    with open(path, "rb") as file:
-        (length,) = struct.unpack("<Q", file.read(8))
-        header = json.loads(file.read(length))
-    start = 8 + length
-    tensors = {}
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        if entry["dtype"] not in _SAFETENSORS_DTYPES:
-            raise CheckpointError(path, f"tensor {key!r} has dtype {entry['dtype']}, which SD1.x checkpoints do not use")
-        begin, end = entry["data_offsets"]
-        tensors[key] = FileTensor(str(path), start + begin, end - begin, _SAFETENSORS_DTYPES[entry["dtype"]], entry["shape"])
-    return tensors
-
-
-def read_safetensors_header(path, check_family=False):
-    """The keys of a .safetensors file, validated by safetensors (SD2/SDXL refused when checked)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            keys = list(f.keys())
-            if check_family:
-                _check_family(path, keys, lambda k: f.get_slice(k).get_shape())
-            return keys
-    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(path, f"is not a readable .safetensors file (corrupt or truncated?): {err}") from None
-
-
-def read_safetensors(path, check_family=False):
-    """All tensors of a .safetensors file, in memory; `CheckpointError` if it is unreadable (or SD2/SDXL
-    when checked)."""
-    return {key: tensor.load() for key, tensor in read_safetensors_lazy(path, check_family).items()}
-
-
-def read_weights_only_pickle(path):
-    """The tensors of a .ckpt/.pt file, unpickled weights-only: a pickle holding objects is refused unrun."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # The weights-only unpickler names the class or function it would have had to import.
-        if "global" in str(err).lower():
-            raise CheckpointError(
-                path, "refused to load: the file holds Python objects besides tensors, and .ckpt/.pt files are "
-                "only read weights-only (convert it to .safetensors from a source you trust)"
-            ) from None
-        raise CheckpointError(path, "is not a readable PyTorch checkpoint (corrupt or truncated?)") from None
-    except Exception as err:  # torch.load raises many types for damaged files (RuntimeError, EOFError, ...)
-        raise CheckpointError(path, f"is not a readable PyTorch checkpoint (corrupt or truncated?): {err}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(path, f"holds a {type(state).__name__}, not a state dict of tensors")
-    return {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def _check_family(path, keys, shape_of):
@@ -228,11 +125,11 @@ def _read_weights(root, folder):
         for variant in ("", ".fp16"):
             file = folder / f"{name}{variant}.safetensors"
             if file.is_file():
-                return read_safetensors_lazy(file)
+                return read_safetensors(file)
             index = folder / f"{name}{variant}.safetensors.index.json"
             if index.is_file():
                 shards = sorted(set(_read_json(root, index)["weight_map"].values()))
-                return {k: v for shard in shards for k, v in read_safetensors_lazy(folder / shard).items()}
+                return {k: v for shard in shards for k, v in read_safetensors(folder / shard).items()}
     for name in _WEIGHT_NAMES:
         file = folder / ("pytorch_model.bin" if name == "model" else f"{name}.bin")
         if file.is_file():
@@ -294,12 +191,9 @@ def _build(path, component, factory, state, device, dtype):
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
         )
         raise CheckpointError(path, f"its {component} weights do not fit an SD1.x {component} ({detail})")
-    params = {}
-    for key in list(state):
-        tensor = state.pop(key)  # read and drop the source tensor by tensor: peak memory ≈ one model
-        if isinstance(tensor, FileTensor):
-            tensor = tensor.load()
-        params[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+    # Tensor by tensor: a mapped tensor that is already right becomes the weight itself (zero-copy);
+    # one that is converted gives its source pages back first, so the peak stays about one model.
+    params = {key: materialize(state.pop(key), device, dtype) for key in list(state)}
     module.load_state_dict(params, strict=True, assign=True)
     _fill_meta_buffers(module, device)
     return module.eval().requires_grad_(False)

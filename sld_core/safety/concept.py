@@ -138,7 +138,7 @@ def _folder_weights(folder):
 
 
 def _read_state(file):
-    from ..models.checkpoint import read_weights_only_pickle, read_safetensors
+    from ..models.tensor_files import read_safetensors, read_weights_only_pickle
 
     if file.suffix.lower() in (".safetensors", ".sft"):
         return read_safetensors(file)

@@ -25,9 +25,9 @@ class CheckpointError(SLDError):
 class UnsupportedModelError(CheckpointError):
     """The checkpoint loads but is not an SD1.x model (e.g. SD2 or SDXL)."""
 
-    def __init__(self, path, family):
+    def __init__(self, path, family, reason=None):
         self.family = family
-        super().__init__(path, f"this is a {family} checkpoint; SD2/SDXL not supported yet (only SD1.x)")
+        super().__init__(path, reason or f"this is a {family} checkpoint; SD2/SDXL not supported yet (only SD1.x)")
 
 
 class SafetyCheckerError(SLDError):

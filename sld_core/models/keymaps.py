@@ -9,14 +9,28 @@ reduced-size SD1.x models map as well as full SD1.5.
 Single-file prefixes: ``model.diffusion_model.`` (UNet), ``first_stage_model.`` (VAE),
 ``cond_stage_model.transformer.text_model.`` (CLIP-L text encoder). transformers 5 saves
 ``CLIPTextModel`` keys without ``text_model.``; both forms are accepted on the diffusers side.
+
+SD2.x and SDXL use the same UNet and VAE maps (SDXL adds ``label_emb`` → ``add_embedding``, its
+text_time conditioning). Their OpenCLIP text towers (SD2's ViT-H at ``cond_stage_model.model.``, SDXL's
+bigG at ``conditioner.embedders.1.model.``, the refiner's at ``conditioner.embedders.0.model.``) map to
+transformers' ``CLIPTextModelWithProjection`` layout (``text_model.*`` + ``text_projection.weight``):
+OpenCLIP's fused attention ``in_proj`` is split into q/k/v rows (views, no copy) and its
+``text_projection`` matrix (applied as ``x @ P``) becomes the transposed Linear weight. SDXL's CLIP-L at
+``conditioner.embedders.0.transformer.text_model.`` is already in transformers' layout.
 """
 import re
 from dataclasses import dataclass
+
+import torch
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer.text_model."
 _OLD_TEXT_PREFIX = "cond_stage_model.transformer."  # checkpoints saved with transformers < 4.x lack text_model.
+SD2_TEXT_PREFIX = "cond_stage_model.model."
+SDXL_L_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_G_PREFIX = "conditioner.embedders.1.model."
+REFINER_G_PREFIX = "conditioner.embedders.0.model."
 
 # Renamed leading parts of a key inside one module, (LDM, diffusers).
 UNET_RESNET = (
@@ -52,6 +66,8 @@ def unet_pairs(layout):
         ("input_blocks.0.0", "conv_in", SAME), ("out.0", "conv_norm_out", SAME), ("out.2", "conv_out", SAME),
         ("middle_block.0", "mid_block.resnets.0", UNET_RESNET), ("middle_block.1", "mid_block.attentions.0", SAME),
         ("middle_block.2", "mid_block.resnets.1", UNET_RESNET),
+        # SDXL's added conditioning (pooled text + size embeddings); absent from SD1/SD2 UNets.
+        ("label_emb.0.0", "add_embedding.linear_1", SAME), ("label_emb.0.2", "add_embedding.linear_2", SAME),
     ]
     for i in range(n_blocks):
         # LDM numbers input blocks flatly: conv_in, then per level `per` res(+attn) blocks and a downsampler.
@@ -164,7 +180,7 @@ def _rename(state_dict, pairs, to_diffusers, component):
                 out[f"{pair[dst]}.{rest}"] = tensor
                 break
         else:
-            raise ValueError(f"unexpected {component} weight {key!r} for an SD1.x model")
+            raise ValueError(f"unexpected {component} weight {key!r} (not in the layout its other weights imply)")
     return out
 
 
@@ -187,26 +203,137 @@ def split_text_keys(state_dict):
     return {k: v for k, v in text.items() if not k.endswith("position_ids")}
 
 
-def ldm_to_diffusers(state_dict):
-    """Split an original single-file SD1.x state dict into diffusers-layout {"unet", "vae", "text_encoder"}."""
+# Where each family's text encoders sit in a single file: (prefix, diffusers part, OpenCLIP layout?).
+TEXT_ENCODER_PREFIXES = {
+    "SD1.x": (),  # split_text_keys (two historical prefixes)
+    "SD2.x": ((SD2_TEXT_PREFIX, "text_encoder", True),),
+    "SDXL": ((SDXL_L_PREFIX + "text_model.", "text_encoder", False), (SDXL_G_PREFIX, "text_encoder_2", True)),
+    "SDXL refiner": ((REFINER_G_PREFIX, "text_encoder_2", True),),
+}
+
+
+def ldm_to_diffusers(state_dict, family="SD1.x"):
+    """Split an original single-file state dict of ``family`` ("SD1.x", "SD2.x", "SDXL", "SDXL refiner")
+    into diffusers-layout parts: "unet", "vae" and the family's text encoders ("text_encoder",
+    "text_encoder_2"), each keyed as `text_encoder_keys` describes."""
     unet = _strip(state_dict, UNET_PREFIX)
-    vae = _strip(state_dict, VAE_PREFIX)
-    return {
+    vae = {k: v for k, v in _strip(state_dict, VAE_PREFIX).items() if not k.startswith("loss.")}
+    parts = {
         "unet": _rename(unet, unet_pairs(unet_layout_from_ldm(unet)), True, "UNet"),
         "vae": _rename(vae, vae_pairs(*vae_shape_from_ldm(vae)), True, "VAE"),
-        "text_encoder": split_text_keys(state_dict),
     }
+    if family == "SD1.x":
+        parts["text_encoder"] = split_text_keys(state_dict)
+    for prefix, part, open_clip in TEXT_ENCODER_PREFIXES[family]:
+        text = _strip(state_dict, prefix)
+        if open_clip:
+            parts[part] = open_clip_to_transformers(text)
+        else:
+            parts[part] = {k: v for k, v in text.items() if not k.endswith("position_ids")}
+    return parts
 
 
-def diffusers_to_ldm(unet_sd, vae_sd, text_encoder_sd):
-    """One original single-file SD1.x state dict from diffusers UNet/VAE and transformers CLIP-text state dicts."""
+def diffusers_to_ldm(unet_sd, vae_sd, text_encoder_sd=None, family="SD1.x", text_encoder_2_sd=None):
+    """One original single-file state dict of ``family`` from diffusers UNet/VAE and transformers
+    CLIP-text state dicts (``text_encoder_2_sd``: SDXL's bigG; the refiner has only that one)."""
     out = {}
     unet = _rename(unet_sd, unet_pairs(unet_layout_from_diffusers(unet_sd)), False, "UNet")
     out.update({UNET_PREFIX + k: v for k, v in unet.items()})
     vae = _rename(vae_sd, vae_pairs(*vae_shape_from_diffusers(vae_sd)), False, "VAE")
     out.update({VAE_PREFIX + k: v for k, v in vae.items()})
-    for key, tensor in text_encoder_sd.items():
+    if family == "SD1.x":
+        for key, tensor in text_encoder_sd.items():
+            key = key.removeprefix("text_model.")
+            if not key.endswith("position_ids"):
+                out[TEXT_PREFIX + key] = tensor
+    sources = {"text_encoder": text_encoder_sd, "text_encoder_2": text_encoder_2_sd}
+    for prefix, part, open_clip in TEXT_ENCODER_PREFIXES[family]:
+        text = sources[part]
+        if open_clip:
+            out.update({prefix + k: v for k, v in transformers_to_open_clip(text).items()})
+        else:
+            out.update({prefix + k.removeprefix("text_model."): v for k, v in text.items()
+                        if not k.endswith("position_ids")})
+    return out
+
+
+# --- OpenCLIP text towers ----------------------------------------------------------------------------
+
+OPEN_CLIP_LAYER = (
+    ("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2."),
+    ("attn.out_proj.", "self_attn.out_proj."),
+)
+OPEN_CLIP_TOP = (
+    ("positional_embedding", "embeddings.position_embedding.weight"),
+    ("token_embedding.weight", "embeddings.token_embedding.weight"),
+    ("ln_final.weight", "final_layer_norm.weight"), ("ln_final.bias", "final_layer_norm.bias"),
+)
+_QKV = ("q_proj", "k_proj", "v_proj")
+# Not weights of the text tower: the CLIP loss temperature, the causal mask (a buffer), image tower weights.
+_OPEN_CLIP_IGNORED = ("logit_scale", "attn_mask")
+
+
+def open_clip_to_transformers(state_dict):
+    """An OpenCLIP text tower (keys without their checkpoint prefix) in ``CLIPTextModelWithProjection``
+    layout. The fused ``in_proj`` [3w, …] becomes q, k, v rows; ``text_projection`` [w, p] becomes
+    ``text_projection.weight`` [p, w]. Tensors are views of the inputs (``narrow``/``transpose``)."""
+    top = dict(OPEN_CLIP_TOP)
+    out = {}
+    for key, tensor in state_dict.items():
+        if key in _OPEN_CLIP_IGNORED or key.startswith("visual."):
+            continue
+        if key in top:
+            out["text_model." + top[key]] = tensor
+        elif key == "text_projection":  # a parameter used as x @ P
+            out["text_projection.weight"] = tensor.transpose(0, 1)
+        elif key == "text_projection.weight":  # saved as a Linear
+            out["text_projection.weight"] = tensor
+        elif key.startswith("transformer.resblocks."):
+            index, rest = key[len("transformer.resblocks."):].split(".", 1)
+            layer = f"text_model.encoder.layers.{index}."
+            if rest.startswith("attn.in_proj_"):
+                width = tensor.shape[0] // 3
+                for i, name in enumerate(_QKV):
+                    out[f"{layer}self_attn.{name}.{rest.rsplit('_', 1)[1]}"] = tensor.narrow(0, i * width, width)
+                continue
+            for ours, theirs in OPEN_CLIP_LAYER:
+                if rest.startswith(ours):
+                    out[layer + theirs + rest[len(ours):]] = tensor
+                    break
+            else:
+                raise ValueError(f"unexpected OpenCLIP text weight {key!r}")
+        else:
+            raise ValueError(f"unexpected OpenCLIP text weight {key!r}")
+    return out
+
+
+def transformers_to_open_clip(state_dict):
+    """The inverse of `open_clip_to_transformers` (q/k/v concatenated back into ``in_proj``)."""
+    top = {theirs: ours for ours, theirs in OPEN_CLIP_TOP}
+    out, fused = {}, {}
+    for key, tensor in state_dict.items():
         key = key.removeprefix("text_model.")
-        if not key.endswith("position_ids"):
-            out[TEXT_PREFIX + key] = tensor
+        if key.endswith("position_ids"):
+            continue
+        if key in top:
+            out[top[key]] = tensor
+        elif key == "text_projection.weight":
+            out["text_projection"] = tensor.transpose(0, 1).contiguous()
+        elif key.startswith("encoder.layers."):
+            index, rest = key[len("encoder.layers."):].split(".", 1)
+            block = f"transformer.resblocks.{index}."
+            projection, _, kind = rest.rpartition(".")
+            if projection.removeprefix("self_attn.") in _QKV:
+                fused.setdefault((block, kind), {})[projection.removeprefix("self_attn.")] = tensor
+                continue
+            for ours, theirs in OPEN_CLIP_LAYER:
+                if rest.startswith(theirs):
+                    out[block + ours + rest[len(theirs):]] = tensor
+                    break
+            else:
+                raise ValueError(f"unexpected CLIP text weight {key!r}")
+        else:
+            raise ValueError(f"unexpected CLIP text weight {key!r}")
+    for (block, kind), parts in fused.items():
+        out[f"{block}attn.in_proj_{kind}"] = torch.cat([parts[name] for name in _QKV])
     return out

@@ -1,4 +1,5 @@
-"""`Model`: an ε-prediction UNet plus its noise schedule, seen by samplers as a k-diffusion denoiser."""
+"""`Model`: a UNet plus its model sampling (noise schedule and prediction type), seen by samplers as a
+k-diffusion denoiser."""
 import torch
 
 from ..acceleration import ExecutionOptions, UNetRunner
@@ -8,20 +9,38 @@ SD1_LATENT_SCALE = 0.18215
 
 
 class Model:
-    """SD1.x UNet wrapped for σ-space sampling (ComfyUI's ``BaseModel`` with ``EPS`` sampling).
+    """An SD UNet wrapped for σ-space sampling (ComfyUI's ``BaseModel`` with its ``model_sampling``).
 
     Samplers work on x = model-space latent + σ·noise. The UNet sees ``x/√(σ²+1)`` at the timestep
-    nearest to σ and predicts ε; ``denoise`` returns x̂₀ = x − σ·ε. LATENT dicts hold the VAE's unscaled
-    latent, so `process_latent_in/out` apply the VAE scale factor on the way in and out.
+    nearest to σ; what its output means (ε or v) is the schedule's ``prediction_type``. ``denoise``
+    returns x̂₀ and ``predict_eps`` the ε the output implies, ε = (x − x̂₀)/σ, which is what CFG and SLD
+    combine (`model_sampling`). LATENT dicts hold the VAE's unscaled latent, so
+    `process_latent_in/out` apply the VAE scale factor on the way in and out.
+
+    ``prediction_type`` (optional) overrides the schedule's, keeping its β schedule.
     """
 
-    def __init__(self, unet, schedule=None, latent_scale=SD1_LATENT_SCALE, prediction_type="epsilon"):
-        if prediction_type != "epsilon":
-            raise ValueError(f"only epsilon-prediction SD1.x models are supported, got {prediction_type!r}")
+    def __init__(self, unet, schedule=None, latent_scale=SD1_LATENT_SCALE, prediction_type=None):
+        schedule = schedule or DiscreteSchedule()
+        if prediction_type is not None and prediction_type != schedule.prediction_type:
+            schedule = schedule.with_sampling(prediction_type, schedule.zsnr)
         self.unet = unet
-        self.schedule = schedule or DiscreteSchedule()
+        self.schedule = schedule
         self.latent_scale = latent_scale
         self.runner = UNetRunner(unet)
+
+    @property
+    def prediction_type(self):
+        return self.schedule.prediction_type
+
+    def with_sampling(self, prediction_type, zsnr=False):
+        """A model sharing this one's UNet whose output is read as ``prediction_type`` ("epsilon"/"eps"
+        or "v_prediction"), optionally with zero-terminal-SNR: ComfyUI's ModelSamplingDiscrete node.
+        This model is left as it is."""
+        clone = Model.__new__(Model)
+        clone.__dict__.update(self.__dict__)
+        clone.schedule = self.schedule.with_sampling(prediction_type, zsnr)
+        return clone
 
     @property
     def execution(self):
@@ -58,16 +77,18 @@ class Model:
         return latent / self.latent_scale
 
     @torch.no_grad()
-    def predict_eps(self, x, sigma, context):
-        """ε prediction (float32) for x at noise level σ (shape [B]) with text embeddings `context`
-        ([B, tokens, dim]); one UNet call for the whole batch."""
+    def _output(self, x, sigma, context):
+        """The UNet's raw output (float32) for x at noise level σ (shape [B]) with text embeddings
+        `context` ([B, tokens, dim]); one UNet call for the whole batch."""
         sigma = sigma.to(x.device, torch.float32)
         scale_in = ((sigma**2 + 1.0) ** 0.5).view(-1, *([1] * (x.ndim - 1)))
         timestep = self.schedule.timestep(sigma).float()
-        eps = self.runner((x / scale_in).to(self.dtype), timestep, context.to(x.device, self.dtype))
-        return eps.float()
+        return self.runner((x / scale_in).to(self.dtype), timestep, context.to(x.device, self.dtype)).float()
+
+    def predict_eps(self, x, sigma, context):
+        """ε (float32) for x at noise level σ: the UNet's output for ε models, (x − x̂₀)/σ for v models."""
+        return self.schedule.eps(x, sigma.to(x.device, torch.float32), self._output(x, sigma, context))
 
     def denoise(self, x, sigma, context):
-        """x̂₀ = x − σ·ε(x, σ): the k-diffusion denoiser interface."""
-        eps = self.predict_eps(x, sigma, context)
-        return x - eps * sigma.to(x.device, torch.float32).view(-1, *([1] * (x.ndim - 1)))
+        """x̂₀ (the k-diffusion denoiser interface): x − σ·ε for ε models, x/(σ²+1) − v·σ/√(σ²+1) for v."""
+        return self.schedule.denoised(x, sigma.to(x.device, torch.float32), self._output(x, sigma, context))

@@ -90,5 +90,7 @@ class Model:
         return self.schedule.eps(x, sigma.to(x.device, torch.float32), self._output(x, sigma, context))
 
     def denoise(self, x, sigma, context):
-        """x̂₀ (the k-diffusion denoiser interface): x − σ·ε for ε models, x/(σ²+1) − v·σ/√(σ²+1) for v."""
-        return self.schedule.denoised(x, sigma.to(x.device, torch.float32), self._output(x, sigma, context))
+        """x̂₀ = x − σ·ε(x, σ): the k-diffusion denoiser interface. Through `predict_eps`, the one place a
+        UNet call happens; for v models this equals x/(σ²+1) − v·σ/√(σ²+1) (ComfyUI's V_PREDICTION)."""
+        eps = self.predict_eps(x, sigma, context)
+        return x - eps * sigma.to(x.device, torch.float32).view(-1, *([1] * (x.ndim - 1)))

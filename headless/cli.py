@@ -68,6 +68,10 @@ def build_parser():
 
     evaluate.add_parser(sub)
 
+    from .server.options import add_parser as add_serve_parser  # argparse only: no aiohttp, no torch
+
+    add_serve_parser(sub, add_model_args, add_speed_args, evaluate.DEVICES)
+
     nodes = sub.add_parser("nodes", help="list nodes, or show one node's inputs and outputs")
     nodes.add_argument("name", nargs="?", help="a node's class name, e.g. SLDKSampler")
     nodes.add_argument("--json", action="store_true", help="print the node descriptions as JSON")
@@ -97,6 +101,10 @@ def main(argv=None):
             return _nodes(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "serve":
+            from .server.main import serve
+
+            return serve(args, package_version())
         return _run_or_validate(args, quiet)
     except KeyboardInterrupt:
         _fail(args, EXIT_INTERRUPTED, {"type": "interrupted", "message": "interrupted"}, "interrupted (Ctrl-C)")

@@ -11,7 +11,6 @@ import inspect
 import threading
 from dataclasses import dataclass, field
 
-import torch
 from ..sld_core.progress import progress_bar
 
 from ..nodes import HEADLESS_NODE_CLASS_MAPPINGS
@@ -48,15 +47,24 @@ class Executor:
         self._instances = {}
         self._current = None  # node id being executed
         self._step_bar = None
+        self._events = None
 
     def validate(self, prompt):
         """(prompt with converted values, output ids); raises `ValidationError`."""
         with use_runtime(self.runtime):
             return validate_prompt(prompt, self.registry)
 
-    def run(self, prompt, ui=None):
-        """Validate and run an API-format prompt; `ui` is the UI workflow to embed in saved PNGs."""
+    def run(self, prompt, ui=None, events=None):
+        """Validate and run an API-format prompt; `ui` is the UI workflow to embed in saved PNGs.
+
+        `events(kind, data)`, if given, observes the run (`sld serve` turns these into ComfyUI's
+        WebSocket messages): "cached" {"nodes"} once before the first node, "executing" {"node"} before
+        each node that runs, "progress" {"node", "value", "max"} after each sampling step, "executed"
+        {"node", "output"} for a node with a `ui` output. It runs on this thread and should be quick."""
         self.interrupt.clear()
+        self._events = events
+        import torch  # here, not at the top: validating and listing nodes need no torch
+
         with use_runtime(self.runtime), torch.inference_mode():
             prompt, outputs = validate_prompt(prompt, self.registry)
             order = execution_order(prompt, outputs)
@@ -65,6 +73,7 @@ class Executor:
             values = {}
             extra_pnginfo = {"workflow": ui} if ui is not None else None
             bar = progress_bar(total=len(order), desc="graph", unit="node", disable=not self.show_progress, leave=False)
+            self._emit("cached", nodes=[n for n in order if self.cache.get(signatures[n]) is not None])
             try:
                 for node_id in order:
                     self._check_interrupt(node_id)
@@ -73,20 +82,25 @@ class Executor:
                         values[node_id] = cached
                         result.cached.append(node_id)
                     else:
+                        self._emit("executing", node=node_id)
                         values[node_id], ui_out = self._execute(node_id, prompt, values, extra_pnginfo)
                         self.cache.put(signatures[node_id], values[node_id])
                         result.executed.append(node_id)
                         if ui_out:
+                            self._emit("executed", node=node_id, output=ui_out)
                             result.ui[node_id] = ui_out
                             result.images += ui_out.get("images", [])
                     bar.update(1)
             finally:
                 bar.close()
                 self._close_step_bar()
+                self._events = None
             self.cache.retain(signatures.values())
             return result
 
     def _execute(self, node_id, prompt, values, extra_pnginfo):
+        import torch  # already loaded by run()
+
         node = prompt[node_id]
         class_type = node["class_type"]
         cls = self.registry[class_type]
@@ -139,8 +153,13 @@ class Executor:
             self._step_bar = progress_bar(total=total, desc=f"sampling (node {node})", unit="step",
                                   disable=not self.show_progress, leave=False)
         self._step_bar.update(value - self._step_bar.n)
+        self._emit("progress", node=self._current, value=value, max=total)
         if value < total:  # the last step's result is kept: stopping there would only waste it
             self._check_interrupt(self._current, value, total)
+
+    def _emit(self, kind, **data):
+        if self._events is not None:
+            self._events(kind, data)
 
     def _close_step_bar(self):
         if self._step_bar is not None:

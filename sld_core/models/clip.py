@@ -1,4 +1,9 @@
-"""`Clip`: the CLIP tokenizer and text encoder behind ComfyUI's ``CLIPTextEncode`` for SD1.x.
+"""`Clip`: the CLIP tokenizer and one text encoder behind ComfyUI's ``CLIPTextEncode``.
+
+Written for SD1.x's CLIP-L; the same class runs SD2's OpenCLIP ViT-H and SDXL's two encoders
+(`sdxl_clip` combines those) with the options ComfyUI gives them (`families.TextEncoderSpec`): which
+hidden layer, whether the final layer norm applies to it, the padding token, and whether the pooled
+output is projected. SD1.x: last layer, normed, pad with the end token, un-projected pooled output.
 
 Prompt syntax and encoding follow ComfyUI's SD1 text encoder, so one prompt gives the same
 CONDITIONING in ComfyUI and here:
@@ -115,13 +120,31 @@ def _words(piece):
 
 
 class Clip:
-    """CLIP tokenizer + ``transformers.CLIPTextModel``: ComfyUI's CLIP for SD1.x (headless ``CLIP``)."""
+    """CLIP tokenizer + ``transformers.CLIPTextModel`` (or ``CLIPTextModelWithProjection``): ComfyUI's
+    CLIP for SD1.x/SD2.x, one half of SDXL's (headless ``CLIP``).
 
-    def __init__(self, tokenizer, text_encoder):
+    ``layer``: the hidden state used, counted from the end (-1 last, -2 penultimate: ComfyUI's
+    ``layer_idx``); ``final_norm``: apply the final layer norm to it (always applied to the last);
+    ``pad``: "end" (pad with the end token, CLIP-L) or "zero" (token 0, OpenCLIP encoders);
+    ``projected_pooled``: the pooled output is ``text_embeds`` (through ``text_projection``).
+    """
+
+    def __init__(self, tokenizer, text_encoder, layer=-1, final_norm=True, pad="end", projected_pooled=False):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        self.pad = self.eos  # SD1 pads with the end token
+        self.pad = self.eos if pad == "end" else 0
+        self.layer, self.final_norm, self.projected_pooled = layer, final_norm, projected_pooled
+
+    @classmethod
+    def for_spec(cls, tokenizer, text_encoder, spec, last_layer_dropped=False):
+        """A Clip running ``text_encoder`` as `families.TextEncoderSpec` ``spec`` says. diffusers folders
+        of SD2 store ViT-H without its last layer (their pipelines use the penultimate layer's output as
+        their last): ``last_layer_dropped`` makes ComfyUI's "penultimate" the stored last layer, and
+        without a ``text_projection`` the pooled output is left un-projected."""
+        layer = spec.layer + 1 if last_layer_dropped else spec.layer
+        projected = spec.projected_pooled and hasattr(text_encoder, "text_projection")
+        return cls(tokenizer, text_encoder, layer, spec.final_norm, spec.pad, projected)
 
     def tokenize(self, text):
         """Chunks of 77 ``(token_id, weight)`` pairs for a prompt."""
@@ -160,9 +183,16 @@ class Clip:
             ids.append([self.bos, self.eos] + [self.pad] * (CHUNK_LENGTH - 2))
         device = self.text_encoder.get_input_embeddings().weight.device
         with torch.no_grad():
-            out = self.text_encoder(torch.tensor(ids, device=device))
-        z = out.last_hidden_state.float().cpu()
-        pooled = out.pooler_output[0:1].float().cpu()
+            out = self.text_encoder(torch.tensor(ids, device=device), output_hidden_states=self.layer != -1)
+            if self.layer == -1:
+                z = out.last_hidden_state
+            else:
+                z = out.hidden_states[self.layer]
+                if self.final_norm:
+                    z = getattr(self.text_encoder, "text_model", self.text_encoder).final_layer_norm(z)
+            pooled = out.text_embeds if self.projected_pooled else out.pooler_output
+        z = z.float().cpu()
+        pooled = pooled[0:1].float().cpu()
         cond = z[: len(chunks)]
         if weighted:
             empty = z[-1:]

@@ -15,7 +15,8 @@ With --json, one JSON document goes to stdout instead of text, errors included
 ({"ok": false, "exit_code": ..., "error": {...}}).
 
 Imports are paid for by the commands that need them: `--help` and `--version` load no torch; `run`,
-`validate` and `nodes` import the node classes (which bring torch); `eval` imports the models when it runs.
+`validate` and `nodes` import the node classes, which import torch only when a node runs; `run` imports the
+models when its first loader runs, `eval` when it starts.
 """
 import argparse
 import json
@@ -168,15 +169,16 @@ def _eval(args):
 
 def _executor(args, quiet):
     from ..nodes.context import Runtime
-    from ..sld_core.device import resolve_device
-    from .process import prepare_process
     from .run import Executor
 
     models = model_folders(args)
     input_dir = Path(args.input_dir) if args.input_dir else default_input_dir(args.file)
-    device = resolve_device(getattr(args, "device", "auto"))
-    precision = getattr(args, "precision", "auto")
-    if args.command == "run":
+    device, precision = "auto", getattr(args, "precision", "auto")
+    if args.command == "run":  # validation runs nothing, so it needs no device (and no torch)
+        from ..sld_core.device import resolve_device
+        from .process import prepare_process
+
+        device = resolve_device(args.device)
         prepare_process(device, precision)
     runtime = Runtime(models=models, input_dir=input_dir,
                       output_dir=Path(getattr(args, "output_dir", "output")), device=str(device),

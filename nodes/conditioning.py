@@ -1,6 +1,6 @@
 """Text encoders: `SLDSafetyConcept` (the safety concept SLD steers away from) and, for headless
 mode, ComfyUI's `CLIPTextEncode`."""
-from ..sld_core.guidance import DEFAULT_SAFETY_CONCEPT
+from ..sld_core.sld_params import DEFAULT_SAFETY_CONCEPT
 
 
 def encode_text(clip, text, node_name):

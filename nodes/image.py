@@ -5,8 +5,6 @@ import math
 import random
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, ImageSequence
 
 from .context import current_runtime
@@ -41,6 +39,8 @@ class LoadImage:
     FUNCTION = "load_image"
 
     def load_image(self, image):
+        import torch
+
         with Image.open(input_image_path(image)) as img:
             frames = [ImageOps.exif_transpose(frame) for frame in ImageSequence.Iterator(img)]
             frames = [frame for frame in frames if frame.size == frames[0].size]
@@ -60,6 +60,8 @@ class LoadImage:
 
 
 def _image_and_mask(frame):
+    import torch
+
     if frame.mode == "I":
         frame = frame.point(lambda v: v * (1 / 255))
     rgb = torch.from_numpy(np.array(frame.convert("RGB")).astype(np.float32) / 255.0)[None]
@@ -144,6 +146,8 @@ class ImageBatch:
     CATEGORY = "image"
 
     def batch(self, image1, image2):
+        import torch
+
         if image1.shape[1:] != image2.shape[1:]:
             image2 = resize_cover(image2, image1.shape[1], image1.shape[2])
         return (torch.cat((image1, image2), dim=0),)
@@ -151,6 +155,8 @@ class ImageBatch:
 
 def resize_cover(images, height, width):
     """Centre-crop IMAGE [B,H,W,C] to the aspect of height×width, then resize bilinearly."""
+    import torch.nn.functional as F
+
     h, w = images.shape[1], images.shape[2]
     if h * width > w * height:
         keep = max(1, round(w * height / width))
@@ -185,6 +191,8 @@ class SLDImageGrid:
     DESCRIPTION = "Tiles an image batch into a single grid image (ComfyUI has no core grid node)."
 
     def tile(self, images, columns, spacing, background):
+        import torch
+
         count, height, width, channels = images.shape
         columns = count if columns == 0 else min(columns, count)
         rows = math.ceil(count / columns)

@@ -1,5 +1,4 @@
 """Latent nodes for headless mode, as ComfyUI's: `EmptyLatentImage`, `VAEEncode`, `VAEDecode`."""
-import torch
 
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION
 
@@ -33,6 +32,8 @@ class EmptyLatentImage:
     DESCRIPTION = "Create a new batch of empty latent images to be denoised via sampling."
 
     def generate(self, width, height, batch_size=1):
+        import torch
+
         return ({"samples": torch.zeros([batch_size, 4, height // 8, width // 8])},)
 
 

@@ -1,9 +1,6 @@
 """Samplers: `SLDKSampler` (KSampler plus Safe Latent Diffusion) and, for headless mode, ComfyUI's
 `KSampler`. Both are one call to `sld_core.ksample`."""
-from ..sld_core.ksample import ksample
-from ..sld_core.samplers import SAMPLER_NAMES
-from ..sld_core.schedules import SCHEDULER_NAMES
-from ..sld_core.models.model import Model
+from ..sld_core.sampling_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from .context import in_comfyui, step_callback
 from .sld_inputs import params_from_inputs, sld_inputs
 
@@ -51,6 +48,8 @@ class KSampler:
     DESCRIPTION = "Uses the provided model, positive and negative conditioning to denoise the latent image."
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0):
+        from ..sld_core.ksample import ksample
+
         latent = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                          denoise=denoise, callback=step_callback(), disable_pbar=True)
         return (latent,)
@@ -78,6 +77,9 @@ class SLDKSampler:
                sld_momentum_scale, sld_momentum_beta):
         params = params_from_inputs(sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
                                     sld_momentum_scale, sld_momentum_beta)
+        from ..sld_core.ksample import ksample
+        from ..sld_core.models.model import Model
+
         if in_comfyui() and not isinstance(model, Model):
             # ComfyUI's MODEL (from its own loaders, LoRAs, patches): sample with ComfyUI's machinery.
             from .comfy_bridge import ksample_native

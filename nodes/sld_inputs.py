@@ -3,7 +3,7 @@ preset and the five hyper-parameters, and their conversion to `SLDParams`.
 
 A module of its own so that both node modules import it at the top, and neither imports the other
 (`comfy_bridge` can only be imported inside ComfyUI; `sampling` reaches it lazily, there only)."""
-from ..sld_core.guidance import PRESET_NAMES, PRESETS, resolve_params
+from ..sld_core.sld_params import PRESET_NAMES, PRESETS, resolve_params
 
 _MEDIUM = PRESETS["medium"]
 

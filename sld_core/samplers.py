@@ -23,6 +23,7 @@ from tqdm.auto import trange
 
 from .errors import InvalidInputError
 from .noise import brownian_noise_sampler, default_noise_sampler
+from .sampling_names import SAMPLER_NAMES
 from .uni_pc import sample_uni_pc, sample_uni_pc_bh2
 
 
@@ -359,7 +360,6 @@ SAMPLERS = {
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
 }
-SAMPLER_NAMES = list(SAMPLERS)
 
 
 def get_sampler(name):

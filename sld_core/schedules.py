@@ -17,6 +17,7 @@ import scipy.stats
 import torch
 
 from .errors import InvalidInputError
+from .sampling_names import SCHEDULER_NAMES
 
 # These samplers get a schedule for steps + 1 with the second-to-last σ dropped (ComfyUI's KSampler rule).
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
@@ -133,7 +134,6 @@ SCHEDULERS = {
     "linear_quadratic": linear_quadratic,
     "kl_optimal": kl_optimal,
 }
-SCHEDULER_NAMES = list(SCHEDULERS)
 
 
 def _check_scheduler_and_steps(scheduler_name, steps):

@@ -305,3 +305,8 @@ def test_unknown_sampler_names_list_the_valid_ones():
     required = {"euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m", "dpmpp_2m_sde",
                 "dpmpp_sde", "ddim", "uni_pc", "uni_pc_bh2"}
     assert required <= set(SAMPLER_NAMES)
+
+
+def test_every_listed_sampler_name_has_one_implementation_in_that_order():
+    """The torch-free name list (what validation offers) and the implementations are the same set."""
+    assert list(SAMPLERS) == SAMPLER_NAMES

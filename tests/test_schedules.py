@@ -191,3 +191,9 @@ def test_unknown_names_and_bad_steps_are_rejected(schedule):
     for steps in (0, -3, 2.5):
         with pytest.raises(InvalidInputError, match="steps"):
             ksampler_sigmas(schedule, "euler", "karras", steps)
+
+
+def test_every_listed_scheduler_name_has_one_implementation_in_that_order():
+    from comfyui_sld.sld_core.schedules import SCHEDULERS
+
+    assert list(SCHEDULERS) == SCHEDULER_NAMES

@@ -13,7 +13,6 @@ images unchecked. The policies (`apply_action`) black out, blur or only flag.
 """
 from ..errors import SafetyCheckerError
 from .base import CheckResult, SafetyChecker
-from .concept import ConceptChecker, load_concept_checker
 from .nudenet_detector import NudeNetChecker, load_nudenet
 from .open_nsfw import OpenNSFWChecker, load_open_nsfw
 from .policies import ACTIONS, apply_action, report, summary
@@ -23,3 +22,13 @@ __all__ = [
     "SafetyCheckerError", "apply_action", "load_concept_checker", "load_nudenet", "load_open_nsfw",
     "report", "summary",
 ]
+
+
+def __getattr__(name):
+    # The concept checker brings torch and transformers: imported on first use, so that listing the
+    # checkers (validation, `sld nodes`) needs neither.
+    if name in ("ConceptChecker", "load_concept_checker"):
+        from . import concept
+
+        return getattr(concept, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

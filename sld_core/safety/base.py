@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from ..errors import SafetyCheckerError
 
@@ -58,7 +57,9 @@ class SafetyChecker:
 def to_uint8(images, name):
     """IMAGE `[B,H,W,3]` (torch or numpy, 0..1) → uint8 numpy as diffusers' `numpy_to_pil` makes it:
     ×255, rounded. Non-finite pixels are refused: no checker can vouch for them."""
-    if torch.is_tensor(images):
+    if not isinstance(images, np.ndarray) and hasattr(images, "detach"):  # a torch tensor (torch is loaded then)
+        import torch
+
         images = images.detach().to("cpu", torch.float32).numpy()
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:

@@ -9,7 +9,6 @@ since where model folders are is the caller's business (ComfyUI's or `--models-d
 from .. import demo
 from ..errors import SafetyCheckerError
 from . import demo_pixel, nudenet_detector, open_nsfw
-from .concept import load_concept_checker
 
 FOLDER = "safety_checker"  # the models/ sub-folder of users' concept checkers, as in ComfyUI
 OPEN_NSFW, NUDENET = open_nsfw.NAME, nudenet_detector.NAME
@@ -29,6 +28,8 @@ def load_checker(name, device="cpu", path=None, searched=None):
     """The checker `name` stands for: a built-in one, else the concept checker at `path` (the name
     resolved in the user's `FOLDER`, None when there is no such file; `searched` names that folder in
     the error). Fails closed with `SafetyCheckerError` naming the checker."""
+    from .concept import load_concept_checker  # torch and transformers: only when a checker loads
+
     if name == OPEN_NSFW:
         return open_nsfw.load_open_nsfw()
     if name == NUDENET:

@@ -4,8 +4,6 @@
 at most 8 pixels on its long side and smooths that back up (nothing recognisable survives);
 `flag_only` passes every image on unchanged and only reports. The input batch is never modified.
 """
-import torch.nn.functional as F
-
 from ..errors import InvalidInputError
 
 ACTIONS = ("black_out", "blur", "flag_only")
@@ -31,6 +29,8 @@ def apply_action(images, flags, action):
 def blurred(image):
     """One `[H,W,3]` image reduced to ≤ BLUR_CELLS pixels on its long side (area mean), then
     upsampled bilinearly: colour blobs only."""
+    import torch.nn.functional as F
+
     height, width = image.shape[:2]
     scale = BLUR_CELLS / max(height, width)
     small = (max(1, round(height * scale)), max(1, round(width * scale)))

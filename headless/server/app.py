@@ -327,6 +327,7 @@ def build_app(state):
         if type_ not in state.folders:
             raise Refusal(400, "invalid_query", "type must be output, input or temp", f"type={files_shown(type_)}")
         try:
+            files.check_filename(filename)
             path = files.inside(state.folders[type_], query.get("subfolder", ""), filename)
         except files.Refused as error:
             raise Refusal(error.status, "invalid_path", error.message, f"filename={files_shown(filename)}") from None
@@ -347,7 +348,10 @@ def build_app(state):
         if not request.content_type.startswith("multipart/"):
             raise Refusal(400, "invalid_upload", "Upload must be multipart/form-data with an 'image' file field",
                           f"Content-Type {request.content_type!r}")
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as error:  # aiohttp's word for a malformed multipart body
+            raise Refusal(400, "invalid_upload", "Malformed multipart/form-data body", str(error)) from None
         image = form.get("image")
         if not isinstance(image, web.FileField):
             raise Refusal(400, "invalid_upload", "No 'image' file field in the upload", "")

@@ -399,3 +399,78 @@ def test_sd1_is_always_epsilon_and_diffusers_reads_the_scheduler():
     assert single_file_sampling("SD1.x", ["v_pred", "ztsnr"], None) == ("epsilon", False)
     assert diffusers_sampling(None) == ("epsilon", False)
     assert diffusers_sampling({"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}) == ("v_prediction", True)
+
+
+# --- through the loader -----------------------------------------------------------------------------
+
+def loaded_modules(family, model, clip, vae):
+    modules = {"unet": model.unet, "vae": vae.autoencoder}
+    if family == "SDXL":
+        modules.update(text_encoder=clip.clip_l.text_encoder, text_encoder_2=clip.clip_g.text_encoder)
+    else:
+        modules[FAMILIES[family].text_encoders[0].part] = clip.text_encoder
+    return modules
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_load_checkpoint_single_file(family, tmp_path):
+    from safetensors.torch import save_file
+
+    from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
+    from comfyui_sld.sld_core.models.sdxl_clip import RefinerClip, SDXLClip
+    from comfyui_sld.sld_core.models.tensor_files import is_mapped
+
+    reference = build(family)
+    if family == "SD2.x":  # a 768-v-like statistic in the block ComfyUI looks at (std 0.12 > 0.09)
+        with torch.no_grad():
+            bias = reference["unet"].up_blocks[-1].attentions[-1].transformer_blocks[0].norm1.bias
+            bias.copy_(torch.linspace(-0.2, 0.2, len(bias)))
+    ldm = to_ldm(family, state_dicts(reference))
+    if family == "SDXL":
+        ldm.update(v_pred=torch.tensor([]), ztsnr=torch.tensor([]))  # what ComfyUI saves with a zsnr v model
+    save_file({k: v.contiguous() for k, v in ldm.items()}, str(tmp_path / "m.safetensors"))
+    model, clip, vae = load_checkpoint(tmp_path / "m.safetensors", device="cpu")
+    assert_same(family, reference, loaded_modules(family, model, clip, vae))
+    assert model.latent_scale == FAMILIES[family].latent_scale
+    expected = {"SD2.x": ("v_prediction", False), "SDXL": ("v_prediction", True), "SDXL refiner": ("epsilon", False)}
+    assert (model.prediction_type, model.schedule.zsnr) == expected[family]
+    assert type(clip) is {"SDXL": SDXLClip, "SDXL refiner": RefinerClip}.get(family, type(clip))
+    # the same zero-copy path as SD1: OpenCLIP's split q/k/v rows are views of the mapped file
+    encoder = loaded_modules(family, model, clip, vae)[FAMILIES[family].text_encoders[-1].part]
+    assert is_mapped(encoder.text_model.encoder.layers[0].self_attn.k_proj.weight)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_load_checkpoint_diffusers_folder(family, tmp_path):
+    import json
+
+    from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
+
+    reference = build(family)
+    for part, module in reference.items():
+        module.save_pretrained(tmp_path / part)
+    pipeline = {"SD2.x": "StableDiffusionPipeline", "SDXL": "StableDiffusionXLPipeline",
+                "SDXL refiner": "StableDiffusionXLImg2ImgPipeline"}[family]
+    (tmp_path / "model_index.json").write_text(json.dumps(
+        {"_class_name": pipeline, **({"requires_aesthetics_score": True} if family == "SDXL refiner" else {})}))
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"beta_schedule": "scaled_linear", "prediction_type": "v_prediction" if family == "SD2.x" else "epsilon"}))
+    model, clip, vae = load_checkpoint(tmp_path, device="cpu")
+    assert_same(family, reference, loaded_modules(family, model, clip, vae))
+    assert model.prediction_type == ("v_prediction" if family == "SD2.x" else "epsilon")
+    if family == "SD2.x":
+        assert clip.layer == -1  # diffusers' SD2 text encoder ends at ComfyUI's penultimate layer
+
+
+def test_load_checkpoint_refuses_flux_by_name_before_building(tmp_path):
+    from safetensors.torch import save_file
+
+    from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
+
+    keys = {"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": (9, 3), "model.diffusion_model.img_in.weight": (3, 64),
+            "vae.decoder.conv_in.weight": (4, 4, 3, 3)}
+    save_file({k: torch.zeros(s) for k, s in keys.items()}, str(tmp_path / "flux1-dev.safetensors"))
+    with pytest.raises(UnsupportedModelError, match="Flux checkpoints are not supported") as err:
+        load_checkpoint(tmp_path / "flux1-dev.safetensors", device="cpu")
+    assert "flux1-dev.safetensors" in str(err.value) and "\n" not in str(err.value)

@@ -1,10 +1,12 @@
-"""`load_checkpoint`: an SD1.x checkpoint → (`Model`, `Clip`, `Vae`), offline.
+"""`load_checkpoint`: an SD1.x, SD2.x, SDXL or SDXL-refiner checkpoint → (`Model`, `Clip`, `Vae`), offline.
 
 Three inputs: an original single-file ``.safetensors`` (what ComfyUI users keep in
 ``models/checkpoints``), a diffusers folder (``unet/``, ``vae/``, ``text_encoder/``), and ``.ckpt``/``.pt``
 files, which are read only through ``torch.load(weights_only=True)`` so that a pickle can never run
-code. Single files carry no config: the configs are inferred from tensor shapes
-(`config_inference`). The tokenizer is always the one shipped in the package; nothing is downloaded.
+code. Single files carry no config: the family is recognised from the tensors (`families`; others
+are refused by name) and the configs are inferred from tensor shapes (`config_inference`); what differs
+per family is data (`family_loading`), not a second code path. The tokenizer is always the one shipped
+in the package; nothing is downloaded.
 
 Modules are built on the meta device and take the checkpoint's tensors as their parameters
 (``load_state_dict(assign=True)``). A ``.safetensors`` tensor that already has the dtype and device the
@@ -18,50 +20,49 @@ import torch
 
 from ..acceleration import ExecutionOptions
 from ..device import default_dtype, resolve_device, vae_dtype
-from ..errors import CheckpointError, UnsupportedModelError
-from ..model_sampling import DiscreteSchedule
-from .clip import Clip, load_clip_tokenizer
-from .config_inference import (
-    detect_family, detect_family_from_unet_config, infer_text_config, infer_unet_config, infer_vae_config,
-)
-from .keymaps import UNET_PREFIX, VAE_PREFIX, ldm_to_diffusers
+from ..errors import CheckpointError
+from .clip import load_clip_tokenizer
+from .family_loading import diffusers_folder_parts, make_clip, single_file_parts, text_encoder_factory
+from .families import FAMILIES
 from .model import Model
 from .tensor_files import materialize, read_safetensors, read_weights_only_pickle
 from .vae import Vae
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-DIFFUSERS_PARTS = ("unet", "vae", "text_encoder")
 _WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
 
 
 def load_checkpoint(path, device="auto", dtype=None, compile=False):
-    """Load an SD1.x checkpoint file or diffusers folder as ``(Model, Clip, Vae)``.
+    """Load an SD1.x/SD2.x/SDXL checkpoint file or diffusers folder as ``(Model, Clip, Vae)``.
 
     ``device``: "auto", "cpu", "cuda" or "mps". ``dtype``: the UNet's and text encoder's dtype; default
     float16 on CUDA, float32 elsewhere. The VAE runs in bfloat16/float32 where that is float16
     (see `device.vae_dtype`). The UNet runs with the device's measured execution defaults
     (`acceleration.ExecutionOptions.for_device`), compiled with torch.compile if ``compile``.
-    Raises `CheckpointError` (`UnsupportedModelError` for SD2.x/SDXL).
+    The ``Clip`` is an `sdxl_clip.SDXLClip` / `sdxl_clip.RefinerClip` for SDXL checkpoints.
+    Raises `CheckpointError` (`UnsupportedModelError` for SD3, Flux and other families, by name).
     """
     path = Path(path)
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     if path.is_dir():
-        parts, configs, schedule = _read_diffusers_folder(path)
+        family, parts, configs, schedule = diffusers_folder_parts(path, _read_json, _read_weights)
     elif path.is_file():
-        parts, configs, schedule = _read_single_file(path)
+        family, parts, configs, schedule = _read_single_file(path)
     else:
         raise CheckpointError(path, "no such checkpoint file or folder")
 
     unet = _build(path, "UNet", _unet_factory(configs["unet"]), parts.pop("unet"), device, dtype)
     vae = _build(path, "VAE", _vae_factory(configs["vae"]), parts.pop("vae"), device, vae_dtype(device, dtype))
-    text_encoder = _build(
-        path, "text encoder", _text_factory(configs["text_encoder"]), parts.pop("text_encoder"), device, dtype
-    )
+    encoders = {}
+    for spec in FAMILIES[family].text_encoders:
+        state = parts.pop(spec.part)
+        factory = text_encoder_factory(configs[spec.part], "text_projection.weight" in state)
+        encoders[spec.part] = _build(path, spec.part.replace("_", " "), factory, state, device, dtype)
     model = Model(unet, schedule, latent_scale=vae.config.scaling_factor)
     model.set_execution(ExecutionOptions.for_device(device, compile=compile))
-    return model, Clip(load_clip_tokenizer(), text_encoder), Vae(vae)
+    return model, make_clip(family, encoders, load_clip_tokenizer(), path.is_dir()), Vae(vae)
 
 
 # --- single files -----------------------------------------------------------------------------------
@@ -74,43 +75,10 @@ def _read_single_file(path):
         state = read_weights_only_pickle(path)
     else:
         raise CheckpointError(path, f"unknown checkpoint format {suffix!r}; expected .safetensors, .ckpt or .pt")
-    _check_family(path, state.keys(), lambda k: state[k].shape)
-    for prefix, what in ((UNET_PREFIX, "UNet"), (VAE_PREFIX, "VAE"), ("cond_stage_model.transformer.", "text encoder")):
-        if not any(k.startswith(prefix) for k in state):
-            raise CheckpointError(path, f"not an SD1.x checkpoint: it has no {what} weights ({prefix}*)")
-    try:
-        parts = ldm_to_diffusers({k: v for k, v in state.items() if not k.startswith(VAE_PREFIX + "loss.")})
-        configs = {
-            "unet": infer_unet_config(parts["unet"]),
-            "vae": infer_vae_config(parts["vae"]),
-            "text_encoder": infer_text_config(parts["text_encoder"]),
-        }
-    except KeyError as missing:
-        raise CheckpointError(path, f"not a complete SD1.x checkpoint: weight {missing} is missing") from None
-    except ValueError as err:
-        raise CheckpointError(path, f"not an SD1.x checkpoint: {err}") from None
-    return parts, configs, DiscreteSchedule()
-
-
-def _check_family(path, keys, shape_of):
-    family = detect_family(list(keys), shape_of)
-    if family:
-        raise UnsupportedModelError(path, family)
+    return single_file_parts(path, state)
 
 
 # --- diffusers folders ------------------------------------------------------------------------------
-
-def _read_diffusers_folder(path):
-    for part in DIFFUSERS_PARTS:
-        if not (path / part / "config.json").is_file():
-            raise CheckpointError(path, f"not a diffusers SD1.x folder: {part}/config.json is missing")
-    configs = {part: _read_json(path, path / part / "config.json") for part in DIFFUSERS_PARTS}
-    family = detect_family_from_unet_config(configs["unet"])
-    if family or (path / "text_encoder_2").is_dir():
-        raise UnsupportedModelError(path, family or "SDXL")
-    parts = {part: _read_weights(path, path / part) for part in DIFFUSERS_PARTS}
-    return parts, configs, _schedule(path)
-
 
 def _read_json(root, file):
     try:
@@ -137,20 +105,6 @@ def _read_weights(root, folder):
     raise CheckpointError(root, f"no weights found in {folder.name}/ (expected a .safetensors or .bin file)")
 
 
-def _schedule(path):
-    file = path / "scheduler" / "scheduler_config.json"
-    if not file.is_file():
-        return DiscreteSchedule()
-    config = _read_json(path, file)
-    if config.get("prediction_type", "epsilon") != "epsilon":
-        raise CheckpointError(path, f"{config['prediction_type']} models are not supported yet (only epsilon)")
-    return DiscreteSchedule(
-        beta_start=config.get("beta_start", 0.00085), beta_end=config.get("beta_end", 0.012),
-        num_timesteps=config.get("num_train_timesteps", 1000),
-        beta_schedule=config.get("beta_schedule", "scaled_linear"),
-    )
-
-
 # --- building modules -------------------------------------------------------------------------------
 
 def _unet_factory(config):
@@ -165,13 +119,6 @@ def _vae_factory(config):
     return lambda: AutoencoderKL.from_config(config)
 
 
-def _text_factory(config):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    return lambda: CLIPTextModel(CLIPTextConfig.from_dict(config))
-
-
 def _build(path, component, factory, state, device, dtype):
     """Construct a module on the meta device and give it ``state``'s tensors (moved/cast one by one)."""
     try:
@@ -180,8 +127,11 @@ def _build(path, component, factory, state, device, dtype):
     except (TypeError, ValueError) as err:
         raise CheckpointError(path, f"its {component} config is not usable: {err}") from None
     expected = module.state_dict()
-    state = {k.removeprefix("text_model."): v for k, v in state.items()} if component == "text encoder" else state
-    state.pop("embeddings.position_ids", None)
+    if component.startswith("text encoder"):
+        if not any(k.startswith("text_model.") for k in expected):  # CLIPTextModel: transformers 5 names
+            state = {k.removeprefix("text_model."): v for k, v in state.items()}
+        state.pop("embeddings.position_ids", None)
+        state.pop("text_model.embeddings.position_ids", None)
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
     wrong = sorted(k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
@@ -190,7 +140,7 @@ def _build(path, component, factory, state, device, dtype):
             f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
         )
-        raise CheckpointError(path, f"its {component} weights do not fit an SD1.x {component} ({detail})")
+        raise CheckpointError(path, f"its {component} weights do not fit the {component} their shapes imply ({detail})")
     # Tensor by tensor: a mapped tensor that is already right becomes the weight itself (zero-copy);
     # one that is converted gives its source pages back first, so the peak stays about one model.
     params = {key: materialize(state.pop(key), device, dtype) for key in list(state)}

@@ -145,7 +145,7 @@ def identify_diffusers_folder(unet_config, model_index=None, parts=()):
         if fragment in pipeline:
             return name
     if unet_config is None:
-        return f"a diffusers {pipeline or 'pipeline'} without a unet/"
+        return f"{pipeline or 'diffusers'} (no unet/)"
     if unet_config.get("addition_embed_type") == "text_time":
         refiner = (model_index or {}).get("requires_aesthetics_score") or (
             "text_encoder_2" in parts and "text_encoder" not in parts)

@@ -206,7 +206,7 @@ def split_text_keys(state_dict):
 # Where each family's text encoders sit in a single file: (prefix, diffusers part, OpenCLIP layout?).
 TEXT_ENCODER_PREFIXES = {
     "SD1.x": (),  # split_text_keys (two historical prefixes)
-    "SD2.x": ((SD2_TEXT_PREFIX, "text_encoder", True),),
+    "SD2.x": ((SD2_TEXT_PREFIX, "text_encoder", True), (REFINER_G_PREFIX, "text_encoder", True)),  # LDM or sgm
     "SDXL": ((SDXL_L_PREFIX + "text_model.", "text_encoder", False), (SDXL_G_PREFIX, "text_encoder_2", True)),
     "SDXL refiner": ((REFINER_G_PREFIX, "text_encoder_2", True),),
 }
@@ -226,6 +226,8 @@ def ldm_to_diffusers(state_dict, family="SD1.x"):
         parts["text_encoder"] = split_text_keys(state_dict)
     for prefix, part, open_clip in TEXT_ENCODER_PREFIXES[family]:
         text = _strip(state_dict, prefix)
+        if not text and part in parts:  # the other place this family's encoder may be
+            continue
         if open_clip:
             parts[part] = open_clip_to_transformers(text)
         else:
@@ -248,7 +250,9 @@ def diffusers_to_ldm(unet_sd, vae_sd, text_encoder_sd=None, family="SD1.x", text
                 out[TEXT_PREFIX + key] = tensor
     sources = {"text_encoder": text_encoder_sd, "text_encoder_2": text_encoder_2_sd}
     for prefix, part, open_clip in TEXT_ENCODER_PREFIXES[family]:
-        text = sources[part]
+        text = sources.pop(part, None)
+        if text is None:  # written already (SD2: the LDM prefix, not the sgm one)
+            continue
         if open_clip:
             out.update({prefix + k: v for k, v in transformers_to_open_clip(text).items()})
         else:

@@ -69,7 +69,8 @@ class _CapturedCall:
 
 
 class UNetRunner:
-    """Calls ``unet(x, timestep, encoder_hidden_states=context)`` as `options` say; returns ε (fresh tensor)."""
+    """Calls ``unet(x, timestep, encoder_hidden_states=context)`` as `options` say; returns its output
+    (fresh tensor). ``added`` (SDXL): (text_embeds, time_ids), passed as diffusers' ``added_cond_kwargs``."""
 
     def __init__(self, unet, options=ExecutionOptions()):
         self.unet = unet
@@ -80,27 +81,28 @@ class UNetRunner:
         self._graphs = {}
         self._pool = None
 
-    def _eager(self, x, timestep, context):
-        return self.unet(x, timestep, encoder_hidden_states=context, return_dict=False)[0]
+    def _eager(self, x, timestep, context, *added):
+        kwargs = {"added_cond_kwargs": {"text_embeds": added[0], "time_ids": added[1]}} if added else {}
+        return self.unet(x, timestep, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
 
-    def _forward(self, x, timestep, context):
+    def _forward(self, x, timestep, context, *added):
         if self._compiled is None:
-            return self._eager(x, timestep, context)
+            return self._eager(x, timestep, context, *added)
         if x.is_cuda:
-            return self._compiled(x, timestep, context)
+            return self._compiled(x, timestep, context, *added)
         # On the CPU, freezing lets Inductor treat the weights as constants and store them in oneDNN's
         # layout once, instead of re-laying them out on every call; scoped to our compilations.
         import torch._inductor.config as inductor_config
 
         with inductor_config.patch(freezing=True):
-            return self._compiled(x, timestep, context)
+            return self._compiled(x, timestep, context, *added)
 
-    def __call__(self, x, timestep, context):
+    def __call__(self, x, timestep, context, added=()):
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if not (self.options.cuda_graphs and x.is_cuda):
-            return self._forward(x, timestep, context)
-        inputs = (x, timestep, context)
+            return self._forward(x, timestep, context, *added)
+        inputs = (x, timestep, context, *added)
         key = tuple((tuple(t.shape), t.dtype, t.stride()) for t in inputs)
         call = self._graphs.get(key)
         if call is None:

@@ -35,6 +35,17 @@ def conditioning_context(conditioning, name):
     return context
 
 
+def conditioning_extra(conditioning):
+    """The extra dict of a CONDITIONING's entry (pooled output, SDXL sizes), {} if it has none."""
+    entry = conditioning[0]
+    return entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+
+
+# ComfyUI encodes each conditioning with its input's name as prompt type; only "negative" changes
+# anything (the SDXL refiner's default aesthetic score).
+PROMPT_TYPES = {"negative": "negative"}
+
+
 def batch_contexts(contexts, batch_size):
     """Stack contexts into one [k·B, tokens, dim] batch, in the given order, each repeated B times.
 
@@ -61,26 +72,33 @@ class CFGGuider:
         self.cfg = float(cfg)
         self.positive = conditioning_context(positive, "positive")
         self.negative = conditioning_context(negative, "negative")
+        self.extras = {"positive": conditioning_extra(positive), "negative": conditioning_extra(negative)}
         self._batched = {}
 
     def prepare(self, sigmas):
         """Start a sampling run over `sigmas` (CFG keeps no state)."""
 
-    def contexts(self, names, batch):
+    def contexts(self, names, batch, latent_shape=None):
         """The UNet's context batch for these conditionings (attribute names, in order), each repeated
-        `batch` times, on the model's device and dtype. Built once per run, not per step: conditionings
-        live on the CPU, and re-batching and copying them every step cost milliseconds on a GPU."""
-        key = (names, batch)
+        `batch` times, on the model's device and dtype; for SDXL with the added inputs
+        (`Model.added_inputs`, whose default sizes come from `latent_shape`) as (context, added).
+        Built once per run, not per step: conditionings live on the CPU, and re-batching and copying
+        them every step cost milliseconds on a GPU."""
+        key = (names, batch, latent_shape)
         if key not in self._batched:
             stacked = batch_contexts([getattr(self, name) for name in names], batch)
-            self._batched[key] = stacked.to(self.model.device, self.model.dtype)
+            stacked = stacked.to(self.model.device, self.model.dtype)
+            added_inputs = getattr(self.model, "added_inputs", None)
+            added = added_inputs([self.extras[n] for n in names], [PROMPT_TYPES.get(n, "positive") for n in names],
+                                 batch, latent_shape) if added_inputs else ()
+            self._batched[key] = (stacked, added) if added else stacked
         return self._batched[key]
 
     def __call__(self, x, sigma, **extra_args):
         batch = x.shape[0]
         if math.isclose(self.cfg, 1.0):
-            return self.model.denoise(x, sigma, self.contexts(("positive",), batch))
-        contexts = self.contexts(("negative", "positive"), batch)
+            return self.model.denoise(x, sigma, self.contexts(("positive",), batch, tuple(x.shape)))
+        contexts = self.contexts(("negative", "positive"), batch, tuple(x.shape))
         denoised = self.model.denoise(torch.cat([x, x]), torch.cat([sigma, sigma]), contexts)
         uncond, cond = denoised.chunk(2)
         return uncond + (cond - uncond) * self.cfg
@@ -152,6 +170,7 @@ class SLDGuider(CFGGuider):
         super().__init__(model, positive, negative, cfg)
         self.params = params
         self.safety = conditioning_context(safety_concept, "safety_concept")
+        self.extras["safety"] = conditioning_extra(safety_concept)
         self.run = None
 
     def prepare(self, sigmas):
@@ -172,7 +191,7 @@ class SLDGuider(CFGGuider):
             return super().__call__(x, sigma)
 
         batch = x.shape[0]
-        contexts = self.contexts(("negative", "positive", "safety"), batch)
+        contexts = self.contexts(("negative", "positive", "safety"), batch, tuple(x.shape))
         x3 = torch.cat([x, x, x])
         sigma3 = torch.cat([sigma, sigma, sigma])
         eps_uncond, eps_cond, eps_safety = self.model.predict_eps(x3, sigma3, contexts).chunk(3)

@@ -60,7 +60,8 @@ def load_checkpoint(path, device="auto", dtype=None, compile=False):
         state = parts.pop(spec.part)
         factory = text_encoder_factory(configs[spec.part], "text_projection.weight" in state)
         encoders[spec.part] = _build(path, spec.part.replace("_", " "), factory, state, device, dtype)
-    model = Model(unet, schedule, latent_scale=vae.config.scaling_factor)
+    model = Model(unet, schedule, latent_scale=vae.config.scaling_factor,
+                  added_conditioning=FAMILIES[family].added_conditioning)
     model.set_execution(ExecutionOptions.for_device(device, compile=compile))
     return model, make_clip(family, encoders, load_clip_tokenizer(), path.is_dir()), Vae(vae)
 

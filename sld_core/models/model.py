@@ -18,15 +18,23 @@ class Model:
     `process_latent_in/out` apply the VAE scale factor on the way in and out.
 
     ``prediction_type`` (optional) overrides the schedule's, keeping its β schedule.
+    ``added_conditioning``: "" (SD1/SD2), "sdxl" or "refiner" — SDXL UNets also take each
+    conditioning's pooled output and size numbers (`sdxl_conditioning`); default "sdxl" for a UNet
+    with diffusers' ``text_time`` embedding.
     """
 
-    def __init__(self, unet, schedule=None, latent_scale=SD1_LATENT_SCALE, prediction_type=None):
+    def __init__(self, unet, schedule=None, latent_scale=SD1_LATENT_SCALE, prediction_type=None,
+                 added_conditioning=None):
         schedule = schedule or DiscreteSchedule()
         if prediction_type is not None and prediction_type != schedule.prediction_type:
             schedule = schedule.with_sampling(prediction_type, schedule.zsnr)
+        if added_conditioning is None:
+            text_time = getattr(getattr(unet, "config", None), "addition_embed_type", None) == "text_time"
+            added_conditioning = "sdxl" if text_time else ""
         self.unet = unet
         self.schedule = schedule
         self.latent_scale = latent_scale
+        self.added_conditioning = added_conditioning
         self.runner = UNetRunner(unet)
 
     @property
@@ -76,14 +84,31 @@ class Model:
     def process_latent_out(self, latent):
         return latent / self.latent_scale
 
+    def added_inputs(self, extras, prompt_types, batch, latent_shape):
+        """SDXL's added UNet inputs for conditionings batched as `guiders.batch_contexts` batches them
+        (each of `extras` — their CONDITIONING extra dicts — repeated `batch` times), as the tuple
+        (text_embeds, time_ids) on the model's device and dtype; () for SD1/SD2. ``prompt_types``:
+        ComfyUI's "positive"/"negative" per conditioning (the refiner's aesthetic-score default)."""
+        if not self.added_conditioning:
+            return ()
+        from .sdxl_conditioning import added_cond_kwargs
+
+        per = [added_cond_kwargs(e, latent_shape, self.added_conditioning, t, batch) for e, t in zip(extras, prompt_types)]
+        return tuple(torch.cat([p[k] for p in per]).to(self.device, self.dtype) for k in ("text_embeds", "time_ids"))
+
     @torch.no_grad()
     def _output(self, x, sigma, context):
         """The UNet's raw output (float32) for x at noise level σ (shape [B]) with text embeddings
-        `context` ([B, tokens, dim]); one UNet call for the whole batch."""
+        `context` ([B, tokens, dim], or (embeddings, added inputs) for SDXL); one UNet call for the
+        whole batch."""
+        context, added = context if isinstance(context, tuple) else (context, ())
+        if self.added_conditioning and not added:
+            raise ValueError("an SDXL model needs each conditioning's pooled output and sizes (Model.added_inputs)")
         sigma = sigma.to(x.device, torch.float32)
         scale_in = ((sigma**2 + 1.0) ** 0.5).view(-1, *([1] * (x.ndim - 1)))
         timestep = self.schedule.timestep(sigma).float()
-        return self.runner((x / scale_in).to(self.dtype), timestep, context.to(x.device, self.dtype)).float()
+        out = self.runner((x / scale_in).to(self.dtype), timestep, context.to(x.device, self.dtype), added)
+        return out.float()
 
     def predict_eps(self, x, sigma, context):
         """ε (float32) for x at noise level σ: the UNet's output for ε models, (x − x̂₀)/σ for v models."""

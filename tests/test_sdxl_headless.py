@@ -1,0 +1,63 @@
+"""`sld run` on SDXL, SDXL-refiner and SD2 single files (tiny seeded ones), and the refusal of a Flux file.
+
+The shipped sld_txt2img workflow, unchanged but for the checkpoint name, SLD Max and two steps: what a
+user does with an SDXL checkpoint in models/checkpoints.
+"""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from comfyui_sld.headless.cli import main
+from comfyui_sld.sld_core.models.keymaps import diffusers_to_ldm
+
+TXT2IMG = Path(__file__).resolve().parents[1] / "workflows" / "api" / "sld_txt2img.json"
+LOADER, SAMPLER = "1", "6"  # SLDCheckpointLoader, SLDKSampler in sld_txt2img
+
+
+def load_tiny_families():
+    spec = importlib.util.spec_from_file_location("tiny_families", Path(__file__).with_name("tiny_families.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(tmp_path, capsys, name):
+    out = tmp_path / "out"
+    code = main([str(a) for a in (
+        "run", TXT2IMG, "--set", f"{SAMPLER}.steps=2", "--set", f"{SAMPLER}.sld_preset=max",
+        "--set", f"{LOADER}.ckpt_name={name}", "--models-dir", tmp_path / "models", "--output-dir", out,
+        "--device", "cpu", "--quiet")])
+    return code, capsys.readouterr().err, sorted(out.rglob("*.png")) if out.exists() else []
+
+
+@pytest.mark.parametrize("family", ["SDXL", "SDXL refiner", "SD2.x"])
+def test_sld_run_on_a_single_file_of_the_family(family, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    sds = load_tiny_families().state_dicts(load_tiny_families().build(family))
+    ldm = diffusers_to_ldm(sds["unet"], sds["vae"], sds.get("text_encoder"), family, sds.get("text_encoder_2"))
+    folder = tmp_path / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in ldm.items()}, str(folder / "tiny.safetensors"))
+    code, err, pngs = run(tmp_path, capsys, "tiny.safetensors")
+    assert code == 0, err
+    [png] = pngs
+    pixels = np.asarray(Image.open(png))
+    assert pixels.shape == (16, 16, 3) and pixels.std() > 0  # 64² → 8² latent cells; the tiny VAE upscales 2×
+
+
+def test_a_flux_file_is_refused_by_name_and_nothing_is_written(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    keys = {"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": (9, 3),
+            "model.diffusion_model.img_in.weight": (3, 64)}
+    save_file({k: torch.zeros(s) for k, s in keys.items()}, str(folder / "flux1-schnell.safetensors"))
+    code, err, pngs = run(tmp_path, capsys, "flux1-schnell.safetensors")
+    assert code != 0 and pngs == []
+    assert "Flux checkpoints are not supported" in err and "flux1-schnell.safetensors" in err

@@ -227,3 +227,28 @@ def test_refiner_sizes_and_aesthetic_score_defaults():
 def test_a_conditioning_without_pooled_output_is_refused():
     with pytest.raises(ValueError, match="pooled_output"):
         added_cond_kwargs({}, (1, 4, 8, 8))
+
+
+def test_guider_batches_the_refiners_scores_by_prompt_type():
+    """Negative gets 2.5, positive and the safety concept 6 (ComfyUI names each conditioning's prompt
+    type after its input; only "negative" changes the default); explicit sizes win over the latent's."""
+    from comfyui_sld.sld_core.guidance import PRESETS
+    from comfyui_sld.sld_core.guiders import SLDGuider
+    from comfyui_sld.sld_core.models.model import Model
+
+    unet = tiny.build("SDXL refiner")["unet"]
+    model = Model(unet, added_conditioning="refiner")
+
+    def cond(seed, **extra):
+        gen = torch.Generator().manual_seed(seed)
+        return [[torch.randn(1, 77, tiny.G_WIDTH, generator=gen), {"pooled_output": torch.randn(1, tiny.G_PROJECTION, generator=gen), **extra}]]
+
+    positive, negative, safety = cond(1), cond(2), cond(3, width=1024, height=768)
+    guider = SLDGuider(model, positive, negative, safety, 7.0, PRESETS["max"])
+    context, (text_embeds, ids) = guider.contexts(("negative", "positive", "safety"), 2, (2, 4, 8, 8))
+    assert context.shape == (6, 77, tiny.G_WIDTH)
+    assert ids.tolist() == [[64, 64, 0, 0, 2.5]] * 2 + [[64, 64, 0, 0, 6.0]] * 2 + [[768, 1024, 0, 0, 6.0]] * 2
+    expected = torch.cat([c[0][1]["pooled_output"].expand(2, -1) for c in (negative, positive, safety)])
+    assert torch.equal(text_embeds, expected)
+    with pytest.raises(ValueError, match="pooled output and sizes"):
+        model.predict_eps(torch.zeros(1, 4, 8, 8), torch.ones(1), context[:1])

@@ -23,11 +23,11 @@ class CheckpointError(SLDError):
 
 
 class UnsupportedModelError(CheckpointError):
-    """The checkpoint loads but is not an SD1.x model (e.g. SD2 or SDXL)."""
+    """The checkpoint is readable but of a family we do not load (SD3, Flux, ...), named in `family`."""
 
     def __init__(self, path, family, reason=None):
         self.family = family
-        super().__init__(path, reason or f"this is a {family} checkpoint; SD2/SDXL not supported yet (only SD1.x)")
+        super().__init__(path, reason or f"{family} checkpoints are not supported (SD1.x, SD2.x and SDXL are)")
 
 
 class SafetyCheckerError(SLDError):

@@ -474,3 +474,11 @@ def test_load_checkpoint_refuses_flux_by_name_before_building(tmp_path):
     with pytest.raises(UnsupportedModelError, match="Flux checkpoints are not supported") as err:
         load_checkpoint(tmp_path / "flux1-dev.safetensors", device="cpu")
     assert "flux1-dev.safetensors" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unrecognised_diffusion_model_is_refused_as_such(tmp_path):
+    keys = {"model.diffusion_model.layers.0.attention.qkv.weight": (9, 3), "model.diffusion_model.x_embedder.weight": (3, 4)}
+    name = identify_single_file(*shapes(keys))
+    with pytest.raises(UnsupportedModelError, match="not a Stable Diffusion UNet") as err:
+        refuse_unsupported(tmp_path / "lumina.safetensors", name)
+    assert "lumina.safetensors" in str(err.value)

@@ -87,6 +87,7 @@ UNSUPPORTED = (
     ("HunyuanDiT", ("mlp_t5.",)),
     ("Stable Video Diffusion", ("time_stack.",)),
 )
+UNRECOGNISED = "unrecognised diffusion model"
 # Published SD3.5 Large has 38 joint blocks (SD3 Medium 24), and no x_block_self_attn.
 SD35_LARGE_DEPTH = 38
 
@@ -97,8 +98,11 @@ def is_supported(name):
 
 def refuse_unsupported(path, name):
     """`UnsupportedModelError` naming the family, unless ``name`` is a family we load."""
+    if name == UNRECOGNISED:
+        raise UnsupportedModelError(path, name, "its diffusion model is not a Stable Diffusion UNet (no input_blocks) "
+                                    "and not a family we recognise; SD1.x, SD2.x and SDXL are supported")
     if not is_supported(name):
-        raise UnsupportedModelError(path, name, f"{name} checkpoints are not supported (SD1.x, SD2.x and SDXL are)")
+        raise UnsupportedModelError(path, name)
 
 
 def identify_single_file(keys, shape_of=None):
@@ -132,7 +136,7 @@ def identify_single_file(keys, shape_of=None):
     if context == 1280:
         return "SDXL refiner"
     if keys and not has(UNET + "input_blocks.") and has(UNET):
-        return "an unknown diffusion model (no SD UNet input_blocks)"
+        return UNRECOGNISED
     return "SD1.x"
 
 

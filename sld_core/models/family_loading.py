@@ -104,4 +104,5 @@ def make_clip(family, encoders, tokenizer, diffusers_folder=False):
         return RefinerClip(tokenizer, encoders["text_encoder_2"])
     [spec] = FAMILIES[family].text_encoders
     # diffusers' SD2 exports drop ViT-H's last layer: their last layer is ComfyUI's penultimate
-    return Clip.for_spec(tokenizer, encoders[spec.part], spec, last_layer_dropped=diffusers_folder and family == "SD2.x")
+    dropped = diffusers_folder and family == "SD2.x"
+    return Clip.for_spec(tokenizer, encoders[spec.part], spec, last_layer_dropped=dropped)

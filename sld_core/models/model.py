@@ -2,7 +2,7 @@
 k-diffusion denoiser."""
 import torch
 
-from ..acceleration import ExecutionOptions, UNetRunner
+from ..acceleration import UNetRunner
 from ..model_sampling import DiscreteSchedule
 
 SD1_LATENT_SCALE = 0.18215
@@ -93,7 +93,8 @@ class Model:
             return ()
         from .sdxl_conditioning import added_cond_kwargs
 
-        per = [added_cond_kwargs(e, latent_shape, self.added_conditioning, t, batch) for e, t in zip(extras, prompt_types)]
+        kind = self.added_conditioning
+        per = [added_cond_kwargs(e, latent_shape, kind, t, batch) for e, t in zip(extras, prompt_types)]
         return tuple(torch.cat([p[k] for p in per]).to(self.device, self.dtype) for k in ("text_embeds", "time_ids"))
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ from .conditioning import CLIPTextEncode, SLDSafetyConcept
 from .image import ImageBatch, LoadImage, PreviewImage, SaveImage, SLDImageGrid
 from .latent import EmptyLatentImage, VAEDecode, VAEEncode
 from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
+from .model_sampling import ModelSamplingDiscrete
 from .safety import SLDSafetyChecker, SLDSafetyCheckerLoader
 from .sampling import KSampler, SLDKSampler
 
@@ -43,6 +44,7 @@ CORE_NODE_CLASS_MAPPINGS = {
     "SaveImage": SaveImage,
     "PreviewImage": PreviewImage,
     "ImageBatch": ImageBatch,
+    "ModelSamplingDiscrete": ModelSamplingDiscrete,
 }
 
 if in_comfyui():  # nodes that only exist on ComfyUI's own objects (GUIDER for SamplerCustomAdvanced)

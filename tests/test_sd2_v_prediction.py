@@ -82,3 +82,25 @@ def test_a_v_model_gives_sld_the_eps_its_x0_implies(tiny_components):
     torch.testing.assert_close(eps, (x - denoised) / s, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(denoised, x / (s**2 + 1) - raw * s / (s**2 + 1) ** 0.5, atol=1e-6, rtol=1e-6)
     assert not torch.allclose(eps, raw, atol=1e-2)  # the reading of the output does change
+
+
+# --- the headless ModelSamplingDiscrete node -------------------------------------------------------
+
+def test_model_sampling_discrete_node_overrides_the_prediction_type(tiny_components):
+    from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS, NODE_CLASS_MAPPINGS
+    from comfyui_sld.nodes.errors import NodeInputError
+
+    node = HEADLESS_NODE_CLASS_MAPPINGS["ModelSamplingDiscrete"]
+    assert "ModelSamplingDiscrete" not in NODE_CLASS_MAPPINGS  # inside ComfyUI its own node is used
+    # ComfyUI's inputs, so one workflow file validates in both places
+    assert node.INPUT_TYPES()["required"] == {
+        "model": ("MODEL",), "sampling": (["eps", "v_prediction", "lcm", "x0", "img_to_img"],),
+        "zsnr": ("BOOLEAN", {"default": False})}
+    model = Model(tiny_components["unet"])
+    (v_model,) = node().patch(model, "v_prediction", True)
+    assert (v_model.prediction_type, v_model.schedule.zsnr) == ("v_prediction", True)
+    assert model.prediction_type == "epsilon" and v_model.unet is model.unet
+    (back,) = node().patch(v_model, "eps", False)
+    assert back.prediction_type == "epsilon" and torch.equal(back.schedule.sigmas, model.schedule.sigmas)
+    with pytest.raises(NodeInputError, match="'lcm' sampling is not supported headless"):
+        node().patch(model, "lcm", False)

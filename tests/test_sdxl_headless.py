@@ -61,3 +61,37 @@ def test_a_flux_file_is_refused_by_name_and_nothing_is_written(tmp_path, capsys)
     code, err, pngs = run(tmp_path, capsys, "flux1-schnell.safetensors")
     assert code != 0 and pngs == []
     assert "Flux checkpoints are not supported" in err and "flux1-schnell.safetensors" in err
+
+
+def test_model_sampling_discrete_reads_a_v_model_saved_without_its_marker(tmp_path, capsys):
+    """An SDXL v-prediction file without ComfyUI's ``v_pred`` key loads as ε; a ModelSamplingDiscrete
+    (v_prediction) node in the workflow gives the image of the same weights saved with the key."""
+    import json
+
+    from safetensors.torch import save_file
+
+    sds = load_tiny_families().state_dicts(load_tiny_families().build("SDXL"))
+    ldm = {k: v.contiguous() for k, v in diffusers_to_ldm(sds["unet"], sds["vae"], sds["text_encoder"], "SDXL",
+                                                             sds["text_encoder_2"]).items()}
+    folder = tmp_path / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    save_file(ldm, str(folder / "plain.safetensors"))
+    save_file({**ldm, "v_pred": torch.tensor([])}, str(folder / "marked.safetensors"))
+    workflow = json.loads(TXT2IMG.read_text())
+    workflow["9"] = {"class_type": "ModelSamplingDiscrete",
+                     "inputs": {"model": [LOADER, 0], "sampling": "v_prediction", "zsnr": False}}
+    workflow[SAMPLER]["inputs"]["model"] = ["9", 0]
+    patched = tmp_path / "v.json"
+    patched.write_text(json.dumps(workflow))
+
+    def image(workflow_file, name, out):
+        code = main([str(a) for a in (
+            "run", workflow_file, "--set", f"{SAMPLER}.steps=2", "--set", f"{LOADER}.ckpt_name={name}",
+            "--models-dir", tmp_path / "models", "--output-dir", tmp_path / out, "--device", "cpu", "--quiet")])
+        assert code == 0, capsys.readouterr().err
+        [png] = sorted((tmp_path / out).rglob("*.png"))
+        return np.asarray(Image.open(png))
+
+    overridden = image(patched, "plain.safetensors", "a")
+    assert np.array_equal(overridden, image(TXT2IMG, "marked.safetensors", "b"))
+    assert not np.array_equal(overridden, image(TXT2IMG, "plain.safetensors", "c"))

@@ -12,6 +12,7 @@ from .image import ImageBatch, LoadImage, PreviewImage, SaveImage, SLDImageGrid
 from .latent import EmptyLatentImage, VAEDecode, VAEEncode
 from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
 from .model_sampling import ModelSamplingDiscrete
+from .sdxl_conditioning import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 from .safety import SLDSafetyChecker, SLDSafetyCheckerLoader
 from .sampling import KSampler, SLDKSampler
 
@@ -45,6 +46,8 @@ CORE_NODE_CLASS_MAPPINGS = {
     "PreviewImage": PreviewImage,
     "ImageBatch": ImageBatch,
     "ModelSamplingDiscrete": ModelSamplingDiscrete,
+    "CLIPTextEncodeSDXL": CLIPTextEncodeSDXL,
+    "CLIPTextEncodeSDXLRefiner": CLIPTextEncodeSDXLRefiner,
 }
 
 if in_comfyui():  # nodes that only exist on ComfyUI's own objects (GUIDER for SamplerCustomAdvanced)

@@ -95,3 +95,67 @@ def test_model_sampling_discrete_reads_a_v_model_saved_without_its_marker(tmp_pa
     overridden = image(patched, "plain.safetensors", "a")
     assert np.array_equal(overridden, image(TXT2IMG, "marked.safetensors", "b"))
     assert not np.array_equal(overridden, image(TXT2IMG, "plain.safetensors", "c"))
+
+
+def sdxl_workflow(ckpt, positive, negative):
+    """A plain SDXL graph: loader → two text encodes → KSampler → VAEDecode → SaveImage."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": positive, "3": negative,
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["5", 0], "seed": 7,
+            "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "sdxl"}},
+    }
+
+
+def encode(text):
+    return {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text}}
+
+
+def encode_sdxl(text, size=64, crop=0, target=64):
+    return {"class_type": "CLIPTextEncodeSDXL", "inputs": {
+        "clip": ["1", 1], "width": size, "height": size, "crop_w": crop, "crop_h": crop, "target_width": target,
+        "target_height": target, "text_g": text, "text_l": text}}
+
+
+def encode_refiner(text, ascore):
+    return {"class_type": "CLIPTextEncodeSDXLRefiner",
+            "inputs": {"clip": ["1", 1], "ascore": ascore, "width": 64, "height": 64, "text": text}}
+
+
+@pytest.mark.parametrize("family", ["SDXL", "SDXL refiner"])
+def test_sdxl_text_encode_nodes_follow_comfyuis_defaults(family, tmp_path, capsys):
+    """The SDXL encoders given ComfyUI's defaults for a 64² latent (size 64, no crop, target = size; the
+    refiner's 6 / 2.5 aesthetic scores) give CLIPTextEncode's image; other sizes change it."""
+    import json
+
+    from safetensors.torch import save_file
+
+    tiny = load_tiny_families()
+    sds = tiny.state_dicts(tiny.build(family))
+    ldm = diffusers_to_ldm(sds["unet"], sds["vae"], sds.get("text_encoder"), family, sds.get("text_encoder_2"))
+    folder = tmp_path / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in ldm.items()}, str(folder / "m.safetensors"))
+
+    def image(positive, negative, out):
+        path = tmp_path / f"{out}.json"
+        path.write_text(json.dumps(sdxl_workflow("m.safetensors", positive, negative)))
+        code = main([str(a) for a in ("run", path, "--models-dir", tmp_path / "models", "--output-dir",
+                                      tmp_path / out, "--device", "cpu", "--quiet")])
+        assert code == 0, capsys.readouterr().err
+        [png] = sorted((tmp_path / out).rglob("*.png"))
+        return np.asarray(Image.open(png))
+
+    plain = image(encode("a castle"), encode("blurry"), "plain")
+    if family == "SDXL":
+        same = image(encode_sdxl("a castle"), encode_sdxl("blurry"), "same")
+        other = image(encode_sdxl("a castle", size=1024, crop=32, target=512), encode_sdxl("blurry"), "other")
+    else:
+        same = image(encode_refiner("a castle", 6.0), encode_refiner("blurry", 2.5), "same")
+        other = image(encode_refiner("a castle", 9.0), encode_refiner("blurry", 2.5), "other")
+    assert np.array_equal(same, plain)
+    assert not np.array_equal(other, plain)

@@ -13,13 +13,14 @@ import json
 import logging
 import math
 import mimetypes
+import sqlite3
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from ...nodes import HEADLESS_NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from ...nodes import NODE_DISPLAY_NAME_MAPPINGS
 from ...nodes.context import use_runtime
 from ..errors import ValidationError, WorkflowError
 from ..workflow import MAX_DEPTH, check_depth, parse_workflow
@@ -253,8 +254,11 @@ def build_app(state):
             raise Refusal(400, "prompt_outputs_failed_validation", "Prompt refused by the server's safety policy",
                           details, violations, extra={"policy": state.policy.describe()})
         item = [number, prompt_id, workflow.prompt, extra, outputs]
-        if not await in_thread(state.queue.put, item):
-            raise _queue_full(state)
+        try:
+            if not await in_thread(state.queue.put, item):
+                raise _queue_full(state)
+        except sqlite3.IntegrityError:  # the same prompt_id posted twice at once
+            raise Refusal(400, "duplicate_prompt_id", "prompt_id already used", f"prompt_id {prompt_id!r}") from None
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
 
     @route("GET", "/prompt")

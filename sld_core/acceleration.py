@@ -27,7 +27,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 
 
 @dataclass(frozen=True)
@@ -115,12 +115,16 @@ def tune_cpu_allocator():
     """Let glibc's malloc keep and reuse the large buffers a CPU UNet call frees, instead of handing them
     back to the kernel. Returns whether it applied (Linux with glibc only).
 
-    oneDNN re-lays-out every convolution's weights into fresh scratch buffers on each call. With glibc's
-    defaults each of those is a new mmap whose pages fault in again, and the page faults cost a large
-    share of a CPU UNet call (bench/RESULTS.md, "The CPU allocator"). Buffers up to
-    32 MB then come from the heap, and up to 256 MB of free heap is kept. The setting is process-wide,
-    so only a program that owns its process calls it (the `sld` command, on the CPU); inside a host
-    such as ComfyUI the host's policy stays.
+    oneDNN re-lays-out every convolution's weights into fresh scratch buffers on each call, and the
+    largest of them (a 1280-channel 3×3 weight is 59 MB) exceed anything glibc's mmap threshold can be
+    raised to (32 MB). With glibc's defaults each such buffer is a new mmap whose pages the kernel
+    faults in and zeroes again on every call; that costs a tenth of a CPU UNet call and more
+    (bench/RESULTS.md, "The CPU allocator"). So malloc serves every size from its heap (``M_MMAP_MAX``
+    0) and keeps up to 256 MB of free heap (``M_TRIM_THRESHOLD``): the second call reuses the first
+    call's pages. Model weights are unaffected (they are file maps or allocated once). The setting is
+    process-wide, so only a program that owns its process calls it (the `sld` command, on the CPU);
+    inside a host such as ComfyUI the host's policy stays, and `docs/performance.md` gives the
+    environment variables that do the same for any process.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -129,6 +133,6 @@ def tune_cpu_allocator():
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
-    applied = bool(mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 * 2**20))
+    applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 * 2**20))
     log.debug("CPU allocator tuned for UNet scratch buffers: %s", applied)
     return applied

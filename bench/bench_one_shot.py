@@ -128,7 +128,7 @@ def api_workflow(ckpt_name, size, steps, cfg, prompt, negative, concept=None, sl
 
 # --- the cases -----------------------------------------------------------------------------------------
 
-def case_sides(case, work):
+def case_sides(case, work, before=None):
     """{side name: (command, PNG it writes)} for a case; the first side is ours."""
     models = work / "models"
     (models / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -163,14 +163,17 @@ def case_sides(case, work):
         workflow_file = work / "workflow.json"
         workflow_file.write_text(json.dumps(api_workflow(ckpt, job["size"], job["steps"], job["cfg"], job["prompt"],
                                                          job["negative"], job["concept"], job["sld"])))
-    ours = sld_command() + ["run", str(workflow_file), "--quiet", "--models-dir", str(models),
-                            "--output-dir", str(work / "out-ours"), "--device", "cpu"]
+    run_args = ["run", str(workflow_file), "--quiet", "--models-dir", str(models), "--device", "cpu"]
+    ours = sld_command() + run_args + ["--output-dir", str(work / "out-ours")]
     common = ["--prompt", job["prompt"], "--negative", job["negative"], "--size", str(job["size"]),
               "--steps", str(job["steps"]), "--cfg", str(job["cfg"]), "--seed", str(SEED),
               "--sld", *map(str, job["sld"])]
     if job["concept"] is not None:
         common += ["--concept", job["concept"]]
     sides = {"sld run": (ours, work / "out-ours")}
+    if before:  # the same command, with `comfyui_sld` imported from an earlier checkout
+        sides["sld run (before)"] = (["env", f"PYTHONPATH={before}", sys.executable, "-m", "comfyui_sld.headless.cli"]
+                                     + run_args + ["--output-dir", str(work / "out-before")], work / "out-before")
     sides["diffusers"] = (theirs + common + ["--out", str(work / "diffusers.png")], work / "diffusers.png")
     if case == "fp16-file":
         folder16 = CACHE / "bench-sd15-diffusers-fp16"
@@ -194,11 +197,13 @@ def main():
     parser.add_argument("--case", choices=("main", "fp32-folder", "fp16-file"), required=True)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--log", help="append one JSON line per measured process here")
+    parser.add_argument("--before", help="a folder holding an earlier checkout as comfyui_sld/ (git worktree add "
+                                         "DIR/comfyui_sld REV): its `sld run` becomes one more side")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sld-oneshot-") as tmp:
         work = Path(tmp)
-        sides = case_sides(args.case, work)
+        sides = case_sides(args.case, work, args.before)
         names = list(sides)
         for name in names:  # warm-up: page cache, bytecode caches
             timed_process(sides[name][0], work)

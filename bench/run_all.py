@@ -43,6 +43,8 @@ SUITES = {
         "kernel": [["bench_guidance_kernel.py", "--device", "cpu"]],
         "executor": [["bench_executor.py"]],
         "load": [["bench_load.py"]],
+        "oneshot": [["bench_one_shot.py", "--case", case, "--reps", reps]
+                    for case, reps in (("main", "5"), ("fp32-folder", "5"), ("fp16-file", "3"))],
     },
     "cuda": {
         "kernel": [["bench_guidance_kernel.py", "--device", "cuda", "--calls", "200"]],

@@ -5,10 +5,10 @@ Oracles: the diffusers/transformers modules a file was written from (what we map
 what they compute), the published parameter counts and original key names, and for OpenCLIP's fused
 attention layout PyTorch's own ``nn.MultiheadAttention``, the module OpenCLIP's text tower is made of.
 """
-import importlib.util
-from pathlib import Path
 
 import pytest
+
+import tiny_families  # tests/tiny_families.py (pytest's pythonpath in pyproject.toml)
 import torch
 
 from comfyui_sld.sld_core.errors import UnsupportedModelError
@@ -23,14 +23,7 @@ from comfyui_sld.sld_core.models.keymaps import (
     diffusers_to_ldm, ldm_to_diffusers, open_clip_to_transformers, transformers_to_open_clip,
 )
 
-def load_tiny_families():
-    spec = importlib.util.spec_from_file_location("tiny_families", Path(__file__).with_name("tiny_families.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = load_tiny_families()
+tiny = tiny_families
 build, state_dicts = tiny.build, tiny.state_dicts
 
 FAMILY_NAMES = ("SD2.x", "SDXL", "SDXL refiner")

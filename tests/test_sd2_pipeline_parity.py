@@ -6,10 +6,10 @@ without its last layer, whose last hidden state is ComfyUI's normed penultimate 
 reference loop that turns the UNet's v into ε with the textbook identity ε = √ᾱ·v + √(1−ᾱ)·x_t before
 the plain SLD function, then steps diffusers' Euler scheduler on ε.
 """
-import importlib.util
-from pathlib import Path
 
 import pytest
+
+import tiny_families  # tests/tiny_families.py (pytest's pythonpath in pyproject.toml)
 import torch
 
 from comfyui_sld.sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS, SLDParams, sld_guidance
@@ -26,18 +26,11 @@ BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", 
 CUSTOM = SLDParams(guidance_scale=1000.0, warmup_steps=0, threshold=0.01, momentum_scale=0.3, momentum_beta=0.4)
 
 
-def load_tiny_families():
-    spec = importlib.util.spec_from_file_location("tiny_families", Path(__file__).with_name("tiny_families.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def setup():
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    parts = load_tiny_families().build("SD2.x")
+    parts = tiny_families.build("SD2.x")
     tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token="!")
     full = parts["text_encoder"]
     config = CLIPTextConfig(**{**full.config.to_dict(), "num_hidden_layers": full.config.num_hidden_layers - 1})

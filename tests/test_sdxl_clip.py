@@ -4,11 +4,11 @@ Oracles: transformers' CLIPTextModel / CLIPTextModelWithProjection run the way C
 (layer, final norm, padding token, projection), diffusers' StableDiffusionXLPipeline (``encode_prompt``,
 ``_get_add_time_ids``) and its UNet's own size embedding, and the sinusoid ComfyUI embeds sizes with.
 """
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
+
+import tiny_families  # tests/tiny_families.py (pytest's pythonpath in pyproject.toml)
 import torch
 
 from comfyui_sld.sld_core.models.clip import TOKENIZER_DIR, Clip, load_clip_tokenizer
@@ -19,14 +19,7 @@ from comfyui_sld.sld_core.models.sdxl_conditioning import added_cond_kwargs, tim
 BOS, EOS = 49406, 49407
 
 
-def load_tiny_families():
-    spec = importlib.util.spec_from_file_location("tiny_families", Path(__file__).with_name("tiny_families.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny = load_tiny_families()
+tiny = tiny_families
 
 
 @pytest.fixture(scope="module")

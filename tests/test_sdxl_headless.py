@@ -3,11 +3,12 @@
 The shipped sld_txt2img workflow, unchanged but for the checkpoint name, SLD Max and two steps: what a
 user does with an SDXL checkpoint in models/checkpoints.
 """
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import tiny_families  # tests/tiny_families.py (pytest's pythonpath in pyproject.toml)
 import torch
 from PIL import Image
 
@@ -16,13 +17,6 @@ from comfyui_sld.sld_core.models.keymaps import diffusers_to_ldm
 
 TXT2IMG = Path(__file__).resolve().parents[1] / "workflows" / "api" / "sld_txt2img.json"
 LOADER, SAMPLER = "1", "6"  # SLDCheckpointLoader, SLDKSampler in sld_txt2img
-
-
-def load_tiny_families():
-    spec = importlib.util.spec_from_file_location("tiny_families", Path(__file__).with_name("tiny_families.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(tmp_path, capsys, name):
@@ -38,7 +32,7 @@ def run(tmp_path, capsys, name):
 def test_sld_run_on_a_single_file_of_the_family(family, tmp_path, capsys):
     from safetensors.torch import save_file
 
-    sds = load_tiny_families().state_dicts(load_tiny_families().build(family))
+    sds = tiny_families.state_dicts(tiny_families.build(family))
     ldm = diffusers_to_ldm(sds["unet"], sds["vae"], sds.get("text_encoder"), family, sds.get("text_encoder_2"))
     folder = tmp_path / "models" / "checkpoints"
     folder.mkdir(parents=True)
@@ -70,7 +64,7 @@ def test_model_sampling_discrete_reads_a_v_model_saved_without_its_marker(tmp_pa
 
     from safetensors.torch import save_file
 
-    sds = load_tiny_families().state_dicts(load_tiny_families().build("SDXL"))
+    sds = tiny_families.state_dicts(tiny_families.build("SDXL"))
     ldm = {k: v.contiguous() for k, v in diffusers_to_ldm(sds["unet"], sds["vae"], sds["text_encoder"], "SDXL",
                                                              sds["text_encoder_2"]).items()}
     folder = tmp_path / "models" / "checkpoints"
@@ -134,7 +128,7 @@ def test_sdxl_text_encode_nodes_follow_comfyuis_defaults(family, tmp_path, capsy
 
     from safetensors.torch import save_file
 
-    tiny = load_tiny_families()
+    tiny = tiny_families
     sds = tiny.state_dicts(tiny.build(family))
     ldm = diffusers_to_ldm(sds["unet"], sds["vae"], sds.get("text_encoder"), family, sds.get("text_encoder_2"))
     folder = tmp_path / "models" / "checkpoints"

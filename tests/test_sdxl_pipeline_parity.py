@@ -7,10 +7,10 @@ text_g / text_l. SLD on: equal to a reference loop written here from diffusers' 
 ``EulerDiscreteScheduler``, ``encode_prompt`` and ``_get_add_time_ids`` plus the plain SLD function;
 and SLD moves the result by more than 10× the tolerance.
 """
-import importlib.util
-from pathlib import Path
 
 import pytest
+
+import tiny_families  # tests/tiny_families.py (pytest's pythonpath in pyproject.toml)
 import torch
 
 from comfyui_sld.sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS, SLDParams, sld_guidance
@@ -27,19 +27,12 @@ SIZES = dict(width=64, height=48, crop_w=8, crop_h=16, target_width=40, target_h
 CUSTOM = SLDParams(guidance_scale=1000.0, warmup_steps=0, threshold=0.01, momentum_scale=0.3, momentum_beta=0.4)
 
 
-def load_tiny_families():
-    spec = importlib.util.spec_from_file_location("tiny_families", Path(__file__).with_name("tiny_families.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def setup():
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
-    parts = load_tiny_families().build("SDXL")
+    parts = tiny_families.build("SDXL")
     model = Model(parts["unet"], latent_scale=0.13025)
     clip = SDXLClip(load_clip_tokenizer(), parts["text_encoder"], parts["text_encoder_2"])
     tokenizer_2 = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token="!")

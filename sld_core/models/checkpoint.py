@@ -143,7 +143,7 @@ def _build(path, component, factory, state, device, dtype):
         )
         raise CheckpointError(path, f"its {component} weights do not fit the {component} their shapes imply ({detail})")
     # Tensor by tensor: a mapped tensor that is already right becomes the weight itself (zero-copy);
-    # one that is converted gives its source pages back first, so the peak stays about one model.
+    # one that is converted then gives its source pages back, so the peak stays about one model.
     params = {key: materialize(state.pop(key), device, dtype) for key in list(state)}
     module.load_state_dict(params, strict=True, assign=True)
     _fill_meta_buffers(module, device)

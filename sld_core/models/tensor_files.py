@@ -72,17 +72,21 @@ def materialize(tensor, device, dtype=None):
 
 def is_mapped(tensor):
     """Whether ``tensor`` views a file mapped by `read_safetensors` (shares its pages: zero-copy)."""
-    return tensor.device.type == "cpu" and tensor.untyped_storage().data_ptr() in _MAPS
+    return _map_of(tensor) is not None
+
+
+def _map_of(tensor):
+    """The map made by `read_safetensors` that ``tensor`` views, else None."""
+    return _MAPS.get(tensor.untyped_storage().data_ptr()) if tensor.device.type == "cpu" else None
 
 
 def _release(tensor):
     """Drop a mapped tensor's whole pages from this process (they were only read, so the data stays on
     disk and in the page cache; a later read faults the same bytes back in)."""
-    mapped = _MAPS.get(tensor.untyped_storage().data_ptr()) if tensor.device.type == "cpu" else None
+    mapped = _map_of(tensor)
     if mapped is None or not tensor.is_contiguous():
         return
-    base = tensor.untyped_storage().data_ptr()
-    begin = tensor.data_ptr() - base
+    begin = tensor.data_ptr() - tensor.untyped_storage().data_ptr()
     first, last = -(-begin // _PAGE) * _PAGE, (begin + tensor.nbytes) // _PAGE * _PAGE  # pages wholly inside
     if last > first:
         mapped.madvise(mmap.MADV_DONTNEED, first, last - first)

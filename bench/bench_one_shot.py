@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from harness import fmt_spread
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -188,10 +189,6 @@ def newest_png(path):
     return max(path.glob("*.png"), key=lambda p: p.stat().st_mtime)
 
 
-def spread(values, digits=2):
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=("main", "fp32-folder", "fp16-file"), required=True)
@@ -223,12 +220,12 @@ def main():
         for name in names:
             seconds = [s for s, _ in runs[name]]
             peaks = [p for _, p in runs[name]]
-            line = f"  {name:24s} {spread(seconds)} s   peak RSS {spread(peaks)} GB"
+            line = f"  {name:24s} {fmt_spread(seconds, 2)} s   peak RSS {fmt_spread(peaks, 2)} GB"
             if name != names[0]:
                 ratios = [o / t for (o, _), (t, _) in zip(runs[names[0]], runs[name])]
                 theirs = np.asarray(Image.open(newest_png(sides[name][1])).convert("RGB"), dtype=np.int16)
                 diff = np.abs(ours_png - theirs)
-                line += f"   ours / this {spread(ratios, 3)}   image |Δ| mean {diff.mean():.2f}/255 max {diff.max()}/255"
+                line += f"   ours / this {fmt_spread(ratios, 3)}   image |Δ| mean {diff.mean():.2f}/255 max {diff.max()}/255"
             print(line)
 
 

@@ -270,14 +270,18 @@ def build_app(state):
         running, pending = state.queue.snapshot()
         return web.json_response({"queue_running": running, "queue_pending": pending})
 
-    @route("POST", "/queue")
-    async def post_queue(request):
+    async def clear_or_delete(request, remove):
+        """ComfyUI's body for POST /queue and /history: {"clear": true} and/or {"delete": [ids]}."""
         data = _object(await read_json(request, state), "The request body")
         if data.get("clear"):
-            await in_thread(state.queue.remove, None)
+            await in_thread(remove, None)
         if "delete" in data:
-            await in_thread(state.queue.remove, set(_id_list(data["delete"])))
+            await in_thread(remove, set(_id_list(data["delete"])))
         return web.Response(status=200)
+
+    @route("POST", "/queue")
+    async def post_queue(request):
+        return await clear_or_delete(request, state.queue.remove)
 
     @route("POST", "/interrupt")
     async def post_interrupt(request):
@@ -313,12 +317,7 @@ def build_app(state):
 
     @route("POST", "/history")
     async def post_history(request):
-        data = _object(await read_json(request, state), "The request body")
-        if data.get("clear"):
-            await in_thread(state.history.delete, None)
-        if "delete" in data:
-            await in_thread(state.history.delete, _id_list(data["delete"]))
-        return web.Response(status=200)
+        return await clear_or_delete(request, state.history.delete)
 
     @route("GET", "/view")
     async def view(request):

@@ -32,8 +32,10 @@ def serve(args, version):
                        f"images; set --auth-token TOKEN (or ${AUTH_TOKEN_ENV}), or pass --insecure to allow it")
     if args.max_queue < 1 or args.max_upload_mb <= 0 or args.max_body_mb <= 0:
         return _refuse("--max-queue, --max-upload-mb and --max-body-mb must be positive")
+    from .policy import resolve_policy  # torch-free: a bad policy file is refused before anything loads
+
     try:
-        state = _prepare(args, token, version)
+        state = _prepare(args, token, version, *resolve_policy(args))
     except InvalidInputError as error:
         return _refuse(str(error))
     try:
@@ -49,7 +51,7 @@ def _refuse(message):
     return 2
 
 
-def _prepare(args, token, version):
+def _prepare(args, token, version, policy, origin):
     from ...nodes.context import Runtime, use_runtime
     from ...nodes.safety import checker_names
     from ...sld_core.device import resolve_device
@@ -58,7 +60,6 @@ def _prepare(args, token, version):
     from ..run import Executor
     from .app import State
     from .history import DB_NAME, History
-    from .policy import Policy
 
     models = model_folders(args)
     device = resolve_device(args.device)
@@ -72,12 +73,11 @@ def _prepare(args, token, version):
     temp_dir = Path(tempfile.mkdtemp(prefix="sld-serve-temp-"))
     runtime = Runtime(models=models, input_dir=input_dir, output_dir=output_dir, temp_dir=temp_dir,
                       device=str(device), precision=args.precision, compile=args.compile)
-    policy = Policy(args.require_sld, args.require_checker, args.action)
     if policy.require_checker:
         with use_runtime(runtime):
             names = checker_names()
         if policy.require_checker not in names:
-            raise InvalidInputError(f"--require-checker {policy.require_checker}: no such checker; available: "
+            raise InvalidInputError(f"{origin['require_checker']} {policy.require_checker}: no such checker; available: "
                                     f"{', '.join(names) or 'none'}")
     _remove_stale_temporaries(output_dir, input_dir)
     history = History(output_dir / DB_NAME)

@@ -33,8 +33,11 @@ def add_parser(sub, add_model_args, add_speed_args, devices):
     serve.add_argument("--require-checker", metavar="NAME",
                        help="refuse graphs with an output image that does not come straight from SLD Safety Checker "
                             "with checker NAME (e.g. open_nsfw)")
-    serve.add_argument("--action", default="black_out", choices=("black_out", "blur"),
+    serve.add_argument("--action", choices=("black_out", "blur"),  # None: not given, the policy file's or black_out
                        help="the checker action --require-checker demands (black_out is always accepted); default black_out")
+    serve.add_argument("--policy", metavar="FILE",
+                       help="read require_sld, require_checker and action from a .toml or .json file; "
+                            "flags given as well override its values")
     serve.add_argument("--max-upload-mb", type=float, default=20, metavar="MB", help="largest /upload/image; default 20")
     serve.add_argument("--max-body-mb", type=float, default=8, metavar="MB", help="largest JSON request body; default 8")
     serve.add_argument("--quiet", action="store_true", help="log only warnings and errors")

@@ -16,11 +16,20 @@ input, rather than rewritten: a server that silently inserts nodes returns image
 ask for, from a graph it did not send, and the client cannot see why; a refusal says exactly what to
 add, and what runs is always what was sent. "Straight from" is deliberately simple to check and to
 explain: an image batched or tiled after the checker could mix in pixels that never passed it.
+
+The settings come from the flags, from a policy file (`--policy FILE`, the same three settings), or
+both: a flag overrides the file's value of the same setting, as command lines usually do, so one
+shared file can be tightened or relaxed for one server without editing it. Reading the file imports
+no torch, so a bad file is refused before anything loads.
 """
+import difflib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
-from ...sld_core.guidance import PRESETS
+from ...sld_core.errors import InvalidInputError
+from ...sld_core.sld_params import PRESETS
 from ..plan import ancestors, id_order
 from ..workflow import is_link
 
@@ -140,3 +149,97 @@ class Policy:
             report(source, "safety_checker", "Safety checker other than the server's policy",
                    f"node {source}: its checker is {name_used or 'not a ' + LOADER_NODE}; this server requires "
                    f"{LOADER_NODE} with checker_name {self.require_checker}")
+
+
+# A policy file's keys: the flags' names with "_" for "-" (TOML and JSON alike).
+SETTINGS = {"require_sld": "--require-sld", "require_checker": "--require-checker", "action": "--action"}
+
+
+def resolve_policy(args):
+    """(Policy, origin) from the parsed `sld serve` arguments: `origin` names, for each setting given,
+    where it came from ("--require-sld" or "policy file F: require_sld"), for start-up errors."""
+    settings, origin = {}, {}
+    if getattr(args, "policy", None):
+        for key, value in read_policy_file(args.policy).items():
+            settings[key], origin[key] = value, f"policy file {args.policy}: {key}"
+    for key, flag in SETTINGS.items():
+        if getattr(args, key) is not None:  # argparse's default is None: only flags actually given override
+            settings[key], origin[key] = getattr(args, key), flag
+    if "action" in settings and not settings.get("require_checker"):
+        raise InvalidInputError(f"{origin['action']} {settings['action']}: the action applies only with a required "
+                                "checker (--require-checker, or require_checker in the policy file)")
+    return Policy(**settings), origin
+
+
+def read_policy_file(path):
+    """The settings a policy file gives ({key: value}, JSON null dropped), checked; one-line
+    InvalidInputError naming the file, the key and what was expected otherwise."""
+    where = f"policy file {path}"
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise InvalidInputError(f"{where}: unknown format {suffix or '(no suffix)'}; name it .toml or .json")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise InvalidInputError(f"{where}: cannot read it: {error.strerror or error}") from None
+    document = _parse_toml(data, where) if suffix == ".toml" else _parse_json(data, where)
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"{where}: expected a JSON object of settings ({', '.join(SETTINGS)}), "
+                                f"got {_kind(document)}")
+    settings = {}
+    for key, value in document.items():
+        if key not in SETTINGS:
+            close = difflib.get_close_matches(key.replace("-", "_"), SETTINGS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise InvalidInputError(f"{where}: unknown key {key!r}{hint}; expected {', '.join(SETTINGS)}")
+        if value is not None:
+            settings[key] = _checked(where, key, value)
+    return settings
+
+
+def _checked(where, key, value):
+    choices = {"require_sld": POLICY_PRESETS, "action": CHECKER_ACTIONS}.get(key)
+    expected = f"one of {', '.join(choices)}" if choices else "a checker name (e.g. open_nsfw)"
+    if not isinstance(value, str) or (choices and value not in choices) or not value.strip():
+        shown = repr(value) if isinstance(value, str) else f"{_kind(value)} {json.dumps(value, default=str)}"
+        raise InvalidInputError(f"{where}: {key} must be {expected}, got {shown}")
+    return value
+
+
+def _parse_toml(data, where):
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:
+        raise InvalidInputError(f"{where}: TOML needs Python 3.11 or later (tomllib); write the policy as "
+                                ".json instead") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{where}: not valid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidInputError(f"{where}: not valid TOML: {error}") from None
+
+
+def _parse_json(data, where):
+    def no_duplicates(pairs):  # json keeps the last of two equal keys silently; a policy must not
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise InvalidInputError(f"{where}: key {key!r} given twice")
+        return dict(pairs)
+
+    try:
+        return json.loads(data, object_pairs_hook=no_duplicates)
+    except InvalidInputError:
+        raise
+    except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+        raise InvalidInputError(f"{where}: not valid JSON: {error}") from None
+
+
+def _kind(value):
+    """A value's type in the words of JSON and TOML."""
+    for types, name in ((bool, "a boolean"), ((int, float), "a number"), (str, "a string"), (list, "a list"),
+                        (dict, "a table"), (type(None), "null")):
+        if isinstance(value, types):
+            return name
+    return f"a {type(value).__name__}"  # TOML dates and times

@@ -1,6 +1,6 @@
 """The safety policy: the rules on validated graphs (in this process), and a server under
---require-sld weak --require-checker demo_pixel that refuses what breaks them, writes nothing for a
-refused graph, and never writes or serves a pixel that did not pass the checker."""
+--require-sld weak and require_checker demo_pixel (from a policy file) that refuses what breaks them,
+writes nothing for a refused graph, and never writes or serves a pixel that did not pass the checker."""
 import json
 import shutil
 import uuid
@@ -119,7 +119,10 @@ def test_output_images_must_come_straight_from_the_required_checker(executor):
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("policy"), "--require-sld", "weak", "--require-checker", CHECKER)
+    """The policy from a file (test_policy_file.py checks reading it), its require_sld overridden by a flag."""
+    tmp = tmp_path_factory.mktemp("policy")
+    (tmp / "policy.toml").write_text(f'require_sld = "max"\nrequire_checker = "{CHECKER}"\n')
+    srv = Server(tmp, "--policy", str(tmp / "policy.toml"), "--require-sld", "weak")
     yield srv
     srv.stop()
 
@@ -187,6 +190,9 @@ def test_no_unchecked_pixel_is_written_or_served(guarded, tmp_path):
         assert body["error"]["type"] == "policy_violation"
 
 
-def test_an_unknown_required_checker_stops_the_start(tmp_path):
-    with pytest.raises(RuntimeError, match="--require-checker no_such_checker: no such checker"):
-        Server(tmp_path, "--require-checker", "no_such_checker")
+@pytest.mark.parametrize("from_file", [False, True])
+def test_an_unknown_required_checker_stops_the_start(tmp_path, from_file):
+    (tmp_path / "p.json").write_text('{"require_checker": "no_such_checker"}')
+    where = f"policy file {tmp_path / 'p.json'}: require_checker" if from_file else "--require-checker"
+    with pytest.raises(RuntimeError, match=f"error: {where} no_such_checker: no such checker; available: .*demo_pixel"):
+        Server(tmp_path, *(["--policy", str(tmp_path / "p.json")] if from_file else ["--require-checker", "no_such_checker"]))

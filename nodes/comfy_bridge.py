@@ -13,17 +13,26 @@ were trained to predict (ε, v, x₀), so ε = (x − x̂₀)/σ is the noise th
 parameterisation. For an ε-model it is exactly the UNet's ε (up to float rounding); for a
 v-prediction model it is the ε implied by its v, which is what diffusers' safe pipeline would use if
 it converted v to ε before guidance. SLD's threshold and scale are then applied in that ε-space, and
-the result goes back as x̂₀ = x − σ·ε̂.
+the result goes back as x̂₀ = x − σ·ε̂. That holds for every ComfyUI sampling whose noise is
+x = x₀ + σ·noise (its EPS class and those built on it: V_PREDICTION, EDM, X0, LCM). A flow-matching
+model (CONST: SD3, Flux, ...) mixes as x = (1 − σ)·x₀ + σ·noise, where (x − x̂₀)/σ is not the ε SLD's
+hyper-parameters are made for: the SLD nodes refuse such a MODEL (`require_eps_or_v`).
+
+SDXL: each conditioning list the guider holds, the safety concept's included, goes through ComfyUI's
+`process_conds` under its own name, so the model's `extra_conds` gives the safety concept its pooled
+output and size embedding (`y`) as it does the prompt's, sizes defaulting to the latent's.
 """
 import logging
 
 import comfy.model_management
+import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
 
 from ..sld_core.guiders import SLDRun
+from .errors import NodeInputError
 from .sld_inputs import params_from_inputs, sld_inputs
 
 log = logging.getLogger(__name__)
@@ -96,8 +105,23 @@ class SLDComfyGuider(comfy.samplers.CFGGuider):
         return denoised
 
 
+def require_eps_or_v(model):
+    """Refuse a MODEL whose sampling has no ε = (x − x̂₀)/σ (see the module docstring), naming it.
+    Checked whatever the preset, so a workflow fails at once, not when SLD is switched on later."""
+    sampling = model.get_model_object("model_sampling")
+    if isinstance(sampling, comfy.model_sampling.EPS):
+        return
+    if isinstance(sampling, comfy.model_sampling.CONST):
+        found = "flow matching (CONST)"
+    else:
+        kinds = [c.__name__ for c in type(sampling).__mro__ if c.__module__ == comfy.model_sampling.__name__]
+        found = f"{' + '.join(kinds) or type(sampling).__name__} sampling"
+    raise NodeInputError("model", f"SLD needs an eps or v-prediction model; {type(model.model).__name__} uses {found}")
+
+
 def make_guider(model, positive, negative, safety_concept, cfg, params):
     """ComfyUI's own CFGGuider where SLD is off (bitwise KSampler), else the SLD guider."""
+    require_eps_or_v(model)
     if not params.enabled(cfg):
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(positive, negative)
@@ -112,6 +136,7 @@ def make_guider(model, positive, negative, safety_concept, cfg, params):
 def ksample_native(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise,
                    safety_concept, params):
     """ComfyUI's KSampler path (noise, sigmas, sampler, preview callback) with the SLD guider."""
+    require_eps_or_v(model)  # before any work on the latent
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,

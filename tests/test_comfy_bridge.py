@@ -49,7 +49,7 @@ def comfy(monkeypatch):
     monkeypatch.syspath_prepend(str(STANDIN))
     try:
         names = ["comfy.samplers", "comfy.sample", "comfy.utils", "comfy.model_base", "comfy.model_patcher",
-                 "latent_preview", "folder_paths"]
+                 "comfy.model_sampling", "latent_preview", "folder_paths"]
         modules = {name.split(".")[-1]: importlib.import_module(name) for name in names}
         assert in_comfyui()
         yield SimpleNamespace(bridge=importlib.import_module(BRIDGE), **modules)
@@ -61,16 +61,24 @@ def comfy(monkeypatch):
     assert not in_comfyui()
 
 
-class Denoiser:
-    """The tiny UNet as a ComfyUI model: x̂₀ = x − σ·ε, recording the batch size of every call."""
+class Network:
+    """A diffusers UNet as a ComfyUI model's `diffusion_model`: its raw output for the scaled input at
+    the timestep, recording the batch size of every call. An SDXL model's `y` (pooled output, then the
+    size embeddings ComfyUI computes) goes to the UNet's added embedding as is: `unet` must be a copy
+    whose own size embedding (`add_time_proj`) is the identity."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, unet):
+        self.unet = unet
         self.batches = []
 
-    def __call__(self, x, sigma, context):
-        self.batches.append(x.shape[0])
-        return self.model.denoise(x, sigma, context)
+    @torch.no_grad()  # ComfyUI runs nodes under inference mode
+    def __call__(self, xc, t, context=None, y=None, **kwargs):
+        self.batches.append(xc.shape[0])
+        if y is None:
+            return self.unet(xc, t, encoder_hidden_states=context).sample
+        pooled = y.shape[1] - 6 * 256
+        added = {"text_embeds": y[:, :pooled], "time_ids": y[:, pooled:]}
+        return self.unet(xc, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
 
 
 @pytest.fixture
@@ -80,9 +88,8 @@ def model(tiny_components):
 
 @pytest.fixture
 def patcher(comfy, model):
-    """A ComfyUI MODEL (stand-in ModelPatcher) over the tiny UNet and its σ range."""
-    base = comfy.model_base.BaseModel(Denoiser(model), float(model.schedule.sigma_min), float(model.schedule.sigma_max))
-    return comfy.model_patcher.ModelPatcher(base)
+    """A ComfyUI MODEL (stand-in ModelPatcher) over the tiny UNet: an ε model with SD's schedule."""
+    return comfy.model_patcher.ModelPatcher(comfy.model_base.BaseModel(Network(model.unet)))
 
 
 def conditioning(seed, dim=32):  # the tiny text encoder's width (conftest.TINY_CONTEXT_DIM)
@@ -205,7 +212,7 @@ def test_conditioning_order_and_eps_from_denoised_give_the_reference_step(comfy,
     actual = [denoised for _, _, denoised in calls]
 
     assert close(actual, reference_run(model, evaluations, sigmas, CONDS, CFG, ACTIVE))
-    assert patcher.model.denoise.batches == [3 * BATCH] * (len(sigmas) - 1)  # one batched call per step
+    assert patcher.model.diffusion_model.batches == [3 * BATCH] * (len(sigmas) - 1)  # one batched call per step
     # The check has teeth: positive and negative swapped is far from what the bridge returns.
     swapped = reference_run(model, evaluations, sigmas, (NEGATIVE, POSITIVE, SAFETY), CFG, ACTIVE)
     assert not close(actual, swapped)
@@ -236,7 +243,7 @@ def test_the_sld_guider_itself_falls_back_to_comfyuis_cfg_bitwise(comfy, patcher
 def test_warmup_steps_without_a_needed_safety_pass_are_plain_cfg_bitwise(comfy, patcher, model):
     sigmas = schedule(comfy, patcher, steps=6)
     actual = run_recorded(comfy, sld_guider(comfy, patcher, SKIPPING), sigmas)
-    batches = list(patcher.model.denoise.batches)
+    batches = list(patcher.model.diffusion_model.batches)
     plain = run_recorded(comfy, cfg_guider(comfy, patcher), sigmas)
 
     warmup = SKIPPING.warmup_steps
@@ -287,7 +294,7 @@ def test_a_new_sample_sigmas_tensor_starts_a_new_run(comfy, patcher):
     assert all(torch.equal(a[2], b[2]) for a, b in zip(first, second, strict=True))
 
 
-def test_pre_and_post_cfg_hooks_get_comfyuis_keys_and_their_results_are_used(comfy, patcher):
+def test_pre_and_post_cfg_hooks_get_comfyuis_keys_and_their_results_are_used(comfy, patcher, model):
     sigmas = schedule(comfy, patcher, steps=3)
     patcher = patcher.clone()
     shift = torch.full((BATCH, 4, 4, 4), 0.05)
@@ -321,7 +328,7 @@ def test_pre_and_post_cfg_hooks_get_comfyuis_keys_and_their_results_are_used(com
         assert torch.equal(pre["sigma"], pre["timestep"]) and float(pre["sigma"][0]) == float(sigma)
         assert pre["model_options"]["transformer_options"]["sample_sigmas"] is sigmas
         for k, cond in enumerate((POSITIVE, NEGATIVE, SAFETY)):
-            direct = patcher.model.denoise.model.denoise(x, pre["sigma"], cond[0][0].repeat(BATCH, 1, 1))
+            direct = model.denoise(x, pre["sigma"], cond[0][0].repeat(BATCH, 1, 1))
             assert torch.allclose(pre["conds_out"][k], direct, atol=1e-4)
 
         cond_out, uncond_out, safety_out = pre["conds_out"][0], pre["conds_out"][1], pre["conds_out"][2] + shift

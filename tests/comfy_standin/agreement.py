@@ -5,9 +5,11 @@
 (tests/test_comfy_bridge.py runs it when SLD_COMFYUI_DIR is set.) Each check feeds the same inputs to
 ComfyUI's function and to the stand-in's and compares the results: the keys the CFG hooks receive and
 what they return, the cfg=1 skip, sigmas for every stand-in scheduler and denoise, the seed's noise,
-the empty-latent fix, the samplers with their guider call pattern and callback, and `inner_sample`
-(latent scaling, `sample_sigmas` as the very tensor sampled over). Prints one line per check; exits 1
-on the first disagreement.
+the empty-latent fix, the samplers with their guider call pattern and callback, `inner_sample`
+(latent scaling, `sample_sigmas` as the very tensor sampled over), the model samplings (ε, v, flow:
+σ tables, timesteps, noise scaling, x̂₀ from the output), how each conditioning becomes model inputs
+(`encode_model_conds`: default sizes and prompt type) and SDXL's added input (`encode_adm`). Prints
+one line per check; exits 1 on the first disagreement.
 """
 import importlib
 import importlib.util
@@ -28,7 +30,7 @@ def load_standin():
     sys.modules["standin_comfy"] = package
     spec.loader.exec_module(package)
     return SimpleNamespace(**{m: importlib.import_module(f"standin_comfy.{m}")
-                              for m in ("samplers", "sample", "model_base")})
+                              for m in ("samplers", "sample", "model_base", "model_sampling")})
 
 
 def load_comfyui(comfyui_dir):
@@ -38,7 +40,8 @@ def load_comfyui(comfyui_dir):
 
     comfy.options.enable_args_parsing()
     sys.argv = [sys.argv[0], "--cpu"]  # model_management reads the command line when imported
-    modules = ("comfy.samplers", "comfy.sample", "comfy.model_sampling")
+    modules = ("comfy.samplers", "comfy.sample", "comfy.model_sampling", "comfy.model_base",
+               "comfy.ldm.modules.diffusionmodules.openaimodel")
     return SimpleNamespace(**{m.split(".")[-1]: importlib.import_module(m) for m in modules})
 
 
@@ -56,7 +59,8 @@ def check_cfg_hooks(real, standin):
         return torch.cat([cond_out if float(c.abs().sum()) == 0 else uncond_out for c in c_crossattn.split(2)])
 
     model = SimpleNamespace(apply_model=apply_model)
-    cond, uncond = [{"cross_attn": torch.zeros(1, 77, 8)}], [{"cross_attn": torch.ones(1, 77, 8)}]
+    cond, uncond = ([{"cross_attn": c, "model_conds": {"c_crossattn": c}}]  # as process_conds leaves them
+                    for c in (torch.zeros(1, 77, 8), torch.ones(1, 77, 8)))
     results = {}
     for side, module in (("real", real.samplers), ("standin", standin.samplers)):
         for cfg in (7.5, 1.0):
@@ -125,22 +129,27 @@ class ProbeGuider:
         return x / (1 + sigma.view(-1, 1, 1, 1) ** 2)
 
 
-def real_model_sampling(real, sigma_min, sigma_max):
-    sampling = real.model_sampling.EPS()
-    sampling.sigma_min, sampling.sigma_max, sampling.sigma_data = sigma_min, sigma_max, 1.0
-    return sampling
+KINDS = {"EPS": ("ModelSamplingDiscrete", "EPS"), "V_PREDICTION": ("ModelSamplingDiscrete", "V_PREDICTION"),
+         "FLOW": ("ModelSamplingDiscreteFlow", "CONST")}
+
+
+def samplings(real, standin, kind):
+    """(ComfyUI's model_sampling of a model type, the stand-in's of the same kind)."""
+    model_type = getattr(real.model_base.ModelType, kind)
+    table, prediction = KINDS[kind]
+    sampling = standin.model_sampling
+    return (real.model_base.model_sampling(SimpleNamespace(sampling_settings={}), model_type),
+            standin.model_base.make_sampling(getattr(sampling, table), getattr(sampling, prediction)))
 
 
 def check_samplers(real, standin):
     """The samplers, the noise scaling of KSAMPLER.sample, the guider's call pattern and the callback."""
-    sigma_min, sigma_max = torch.tensor(0.0292), torch.tensor(14.6146)
     full = standin.samplers.karras_sigmas(5, 0.0292, 14.6146)
     for name in standin.samplers.KSampler.SAMPLERS:
         for sigmas, latent in ((full, torch.zeros(1, 4, 4, 4)), (full[2:], randn(1, 4, 4, 4, seed=5))):
             runs = {}
-            for side, module, sampling in (
-                    ("real", real.samplers, real_model_sampling(real, sigma_min, sigma_max)),
-                    ("standin", standin.samplers, standin.model_base.ModelSamplingEPS(sigma_min, sigma_max))):
+            for side, module, sampling in zip(("real", "standin"), (real.samplers, standin.samplers),
+                                              samplings(real, standin, "EPS")):
                 guider, steps = ProbeGuider(sampling), []
                 extra_args = {"model_options": {"transformer_options": {}}, "seed": 0}
                 out = module.sampler_object(name).sample(
@@ -158,13 +167,11 @@ def check_samplers(real, standin):
 def check_inner_sample(real, standin):
     """CFGGuider.inner_sample: the latent in and out of the model's space, and the sampler's guider
     calls carry the very sigmas tensor sampled over as transformer_options["sample_sigmas"]."""
-    sigma_min, sigma_max = torch.tensor(0.0292), torch.tensor(14.6146)
     sigmas = standin.samplers.karras_sigmas(4, 0.0292, 14.6146)[1:]
     for latent in (torch.zeros(1, 4, 4, 4), randn(1, 4, 4, 4, seed=7)):
         runs = {}
-        for side, module, sampling in (
-                ("real", real.samplers, real_model_sampling(real, sigma_min, sigma_max)),
-                ("standin", standin.samplers, standin.model_base.ModelSamplingEPS(sigma_min, sigma_max))):
+        for side, module, sampling in zip(("real", "standin"), (real.samplers, standin.samplers),
+                                          samplings(real, standin, "EPS")):
             guider = module.CFGGuider(SimpleNamespace(model_options={"transformer_options": {"keep": 1}}))
             probe = ProbeGuider(sampling)
             guider.predict_noise = lambda x, t, model_options={}, seed=None, probe=probe: probe(x, t, model_options)
@@ -180,7 +187,60 @@ def check_inner_sample(real, standin):
         assert torch.allclose(runs["real"][0], runs["standin"][0], rtol=1e-6, atol=1e-6)
 
 
-CHECKS = [check_cfg_hooks, check_sigmas, check_noise, check_empty_latent, check_samplers, check_inner_sample]
+def check_model_sampling(real, standin):
+    """ε, v and flow samplings: σ table, timestep of a σ, model input, x̂₀ from an output, noise scaling."""
+    x, output = randn(2, 4, 4, 4, seed=10), randn(2, 4, 4, 4, seed=11)
+    for kind in KINDS:
+        ours_real, ours = samplings(real, standin, kind)
+        assert torch.equal(ours_real.sigmas, ours.sigmas), kind
+        assert torch.equal(ours_real.sigma_max, ours.sigma_max) and torch.equal(ours_real.sigma_min, ours.sigma_min)
+        for sigma in (ours.sigmas[[0, 500]], ours.sigmas[-1:] * 1.01, torch.tensor([0.5, 0.9])):
+            sigma = sigma.float()
+            assert torch.equal(ours_real.timestep(sigma), ours.timestep(sigma)), (kind, sigma)
+            pairs = [(ours_real.calculate_input(sigma, x), ours.calculate_input(sigma, x)),
+                     (ours_real.calculate_denoised(sigma, output, x), ours.calculate_denoised(sigma, output, x)),
+                     (ours_real.inverse_noise_scaling(sigma, x), ours.inverse_noise_scaling(sigma, x))]
+            for full in (True, False):
+                pairs.append((ours_real.noise_scaling(sigma, output.clone(), x, full),
+                              ours.noise_scaling(sigma, output.clone(), x, full)))
+            assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-6) for a, b in pairs), (kind, sigma)
+        assert isinstance(ours_real, real.model_sampling.EPS) == isinstance(ours, standin.model_sampling.EPS)
+        assert isinstance(ours_real, real.model_sampling.CONST) == isinstance(ours, standin.model_sampling.CONST)
+
+
+def check_encode_model_conds(real, standin):
+    """What a model's extra_conds receives for each entry (sizes default to the latent's ×8, the prompt
+    type to the list's name) and that its outputs land in the entry's model_conds."""
+    noise, seen = torch.zeros(1, 4, 5, 6), {}
+    entries = [{"cross_attn": torch.zeros(1, 77, 8), "pooled_output": torch.ones(1, 3), "width": 1024,
+                "crop_w": 8}, {"cross_attn": torch.ones(1, 77, 8), "prompt_type": "positive"}, {"cross_attn": None}]
+    for side, module in (("real", real.samplers), ("standin", standin.samplers)):
+        calls = seen[side] = []
+
+        def extra_conds(calls=calls, **params):
+            calls.append({k: v for k, v in params.items() if not isinstance(v, torch.Tensor) and k != "device"})
+            return {"y": torch.full((1, 2), float(len(calls)))}
+
+        conds = [dict(e, model_conds={}) for e in entries]
+        out = module.encode_model_conds(extra_conds, conds, noise, "cpu", "safety_concept", seed=3)
+        seen[side].append([sorted(entry["model_conds"]) for entry in out])
+    assert seen["real"] == seen["standin"], seen
+
+
+def check_sdxl_adm(real, standin):
+    """SDXL's `y`: the pooled output, then the sinusoids of its six size numbers (defaults included)."""
+    embedder = real.openaimodel.Timestep(256)
+    ours_real = SimpleNamespace(embedder=embedder, noise_augmentor=None)
+    ours = standin.model_base.SDXL(None)
+    for sizes in ({"width": 1024, "height": 768}, dict(width=64, height=80, crop_w=8, crop_h=16, target_width=512,
+                                                             target_height=640)):
+        kwargs = {"pooled_output": randn(1, 12, seed=12), "device": "cpu", **sizes}
+        expected = real.model_base.SDXL.encode_adm(ours_real, **kwargs)
+        assert torch.allclose(expected, ours.encode_adm(**kwargs), rtol=1e-6, atol=1e-6), sizes
+
+
+CHECKS = [check_cfg_hooks, check_sigmas, check_noise, check_empty_latent, check_samplers, check_inner_sample,
+          check_model_sampling, check_encode_model_conds, check_sdxl_adm]
 
 
 def main(comfyui_dir):

@@ -1,4 +1,8 @@
-"""Stand-in for comfy/model_patcher.py: the MODEL object, i.e. a model plus its `model_options`."""
+"""Stand-in for comfy/model_patcher.py: the MODEL object, i.e. a model plus its `model_options` and
+object patches (attributes replaced for sampling runs, e.g. `model_sampling` by ComfyUI's
+ModelSamplingDiscrete node)."""
+import contextlib
+
 import torch
 
 
@@ -17,14 +21,32 @@ class ModelPatcher:
         self.load_device = load_device
         self.offload_device = torch.device("cpu")
         self.model_options = {"transformer_options": {}}
+        self.object_patches = {}
+
+    def add_object_patch(self, name, obj):
+        self.object_patches[name] = obj
 
     def get_model_object(self, name):
-        return getattr(self.model, name)
+        return self.object_patches[name] if name in self.object_patches else getattr(self.model, name)
 
     def clone(self):
         patcher = ModelPatcher(self.model, self.load_device)
         patcher.model_options = create_model_options_clone(self.model_options)
+        patcher.object_patches = dict(self.object_patches)
         return patcher
+
+    @contextlib.contextmanager
+    def patched(self):
+        """The model with the object patches set on it, for one sampling run (ComfyUI sets them when it
+        loads the model for sampling and restores the originals afterwards)."""
+        saved = {name: getattr(self.model, name) for name in self.object_patches}
+        for name, obj in self.object_patches.items():
+            setattr(self.model, name, obj)
+        try:
+            yield self.model
+        finally:
+            for name, obj in saved.items():
+                setattr(self.model, name, obj)
 
     def set_model_sampler_cfg_function(self, fn, disable_cfg1_optimization=False):
         self.model_options["sampler_cfg_function"] = fn

@@ -7,8 +7,11 @@ The protocol a guider lives in, as ComfyUI 0.3.64 documents and runs it:
 - `CFGGuider.predict_noise` evaluates [cond, uncond] (uncond left out at cfg == 1), passes the raw
   outputs through every `sampler_pre_cfg_function`, combines them (uncond + cfg·(cond − uncond), or the
   model's `sampler_cfg_function`), then passes the result through every `sampler_post_cfg_function`.
-- `CFGGuider.sample` → `outer_sample` → `inner_sample`: the latent goes into the model's space, a copy
-  of the model options gets the run's sigmas as `transformer_options["sample_sigmas"]`, and the
+- `CFGGuider.sample` → `outer_sample` → `inner_sample`: the model's object patches are set, the latent
+  goes into the model's space, every conditioning list the guider holds (by name: positive, negative,
+  and any other, e.g. SLD's safety concept) is turned into model inputs by `process_conds` (the model's
+  `extra_conds`, with the list's name as prompt type and the latent's size ×8 as default width/height),
+  a copy of the model options gets the run's sigmas as `transformer_options["sample_sigmas"]`, and the
   sampler calls the guider once per model evaluation.
 """
 import math
@@ -23,24 +26,52 @@ POST_CFG_KEYS = ("denoised", "cond", "uncond", "cond_scale", "model", "uncond_de
 
 
 def convert_cond(conditioning):
-    """CONDITIONING [[tensor, {extras}], ...] as the guider keeps it: one dict per entry."""
-    return [{**extras, "cross_attn": tensor} for tensor, extras in conditioning]
+    """CONDITIONING [[tensor, {extras}], ...] as the guider keeps it: one dict per entry, its extras
+    (pooled_output, sizes, ...) kept beside the tensor, and an empty `model_conds` for process_conds."""
+    return [{**extras, "cross_attn": tensor, "model_conds": extras.get("model_conds", {})}
+            for tensor, extras in conditioning]
+
+
+def encode_model_conds(model_function, conds, noise, device, prompt_type, **kwargs):
+    """Each entry's model inputs from `model_function(**entry, noise, device, width, height,
+    prompt_type, ...)`: width/height default to the latent's size ×8, prompt_type to the list's name."""
+    for t, entry in enumerate(conds):
+        params = {**entry, "device": device, "noise": noise}
+        params["width"] = params.get("width", noise.shape[3] * 8)
+        params["height"] = params.get("height", noise.shape[2] * 8)
+        params["prompt_type"] = params.get("prompt_type", prompt_type)
+        for key, value in kwargs.items():
+            params.setdefault(key, value)
+        conds[t] = {**entry, "model_conds": {**entry["model_conds"], **model_function(**params)}}
+    return conds
+
+
+def process_conds(model, noise, conds, device, latent_image=None, denoise_mask=None, seed=None):
+    """Every named conditioning list (copied) with its entries' model inputs."""
+    for name in conds:
+        conds[name] = encode_model_conds(model.extra_conds, conds[name][:], noise, device, name,
+                                         latent_image=latent_image, denoise_mask=denoise_mask, seed=seed)
+    return conds
 
 
 def calc_cond_batch(model, conds, x_in, timestep, model_options):
-    """Denoised predictions for each list in `conds`, from one model call over all their entries.
-    Entries of one list are averaged with their `strength` as weight (whole-image areas only)."""
+    """Denoised predictions for each list in `conds`, from one model call over all their entries'
+    model inputs (`c_crossattn` tiled to one length, `y` repeated to the batch). Entries of one list
+    are averaged with their `strength` as weight (whole-image areas only)."""
     entries = [(k, entry) for k, cond in enumerate(conds) if cond is not None for entry in cond]
     outputs = [torch.zeros_like(x_in) for _ in conds]
     if not entries:
         return outputs
-    contexts = [entry["cross_attn"] for _, entry in entries]
+    batch = x_in.shape[0]
+    contexts = [entry["model_conds"]["c_crossattn"] for _, entry in entries]
     length = math.lcm(*(c.shape[1] for c in contexts))  # tile to one length: attention is unchanged
-    context = torch.cat([c.repeat(x_in.shape[0], length // c.shape[1], 1) for c in contexts])
+    inputs = {"c_crossattn": torch.cat([c.repeat(batch, length // c.shape[1], 1) for c in contexts])}
+    if any("y" in entry["model_conds"] for _, entry in entries):
+        inputs["y"] = torch.cat([entry["model_conds"]["y"].repeat(batch, 1) for _, entry in entries])
     x = torch.cat([x_in] * len(entries))
     sigma = torch.cat([timestep] * len(entries))
-    denoised = model.apply_model(x, sigma, c_crossattn=context,
-                                 transformer_options=model_options.get("transformer_options", {}))
+    denoised = model.apply_model(x, sigma, transformer_options=model_options.get("transformer_options", {}),
+                                 **inputs)
     weights = [0.0] * len(conds)
     for (k, entry), out in zip(entries, denoised.chunk(len(entries))):
         strength = entry.get("strength", 1.0)
@@ -109,6 +140,7 @@ class CFGGuider:
     def inner_sample(self, noise, latent_image, device, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
         if latent_image is not None and torch.count_nonzero(latent_image) > 0:  # an empty latent stays as is
             latent_image = self.inner_model.process_latent_in(latent_image)
+        self.conds = process_conds(self.inner_model, noise, self.conds, device, latent_image, denoise_mask, seed)
         model_options = create_model_options_clone(self.model_options)
         model_options.setdefault("transformer_options", {})["sample_sigmas"] = sigmas
         extra_args = {"model_options": model_options, "seed": seed}
@@ -117,15 +149,15 @@ class CFGGuider:
 
     def outer_sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                      seed=None):
-        self.inner_model = self.model_patcher.model
         device = self.model_patcher.load_device
         # .to() of a tensor already there is the same tensor: a guider sees one sigmas object per call.
         noise, latent_image, sigmas = noise.to(device), latent_image.to(device), sigmas.to(device)
-        try:
-            return self.inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
-                                     disable_pbar, seed)
-        finally:
-            del self.inner_model
+        with self.model_patcher.patched() as self.inner_model:
+            try:
+                return self.inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                         disable_pbar, seed)
+            finally:
+                del self.inner_model
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):

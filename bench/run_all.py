@@ -45,6 +45,8 @@ SUITES = {
         "load": [["bench_load.py"]],
         "oneshot": [["bench_one_shot.py", "--case", case, "--reps", reps]
                     for case, reps in (("main", "5"), ("fp32-folder", "5"), ("fp16-file", "3"))],
+        # sld serve against the in-process executor (demo model), then the load test of issue 20
+        "serve": [["bench_serve.py"], ["bench_serve.py", "--load", "8x25"]],
     },
     "cuda": {
         "kernel": [["bench_guidance_kernel.py", "--device", "cuda", "--calls", "200"]],
@@ -99,7 +101,11 @@ def main():
 
     print("\n=== summary (median ratios)")
     for r in results:
-        if "ratio" in r:
+        if r["bench"] in ("serve", "serve_load"):
+            print(f"serve              served / in-process {r['ratio'][1]:.3f} per prompt" if "ratio" in r else
+                  f"serve_load         {r['per_s']:.2f} prompts/s, RSS slope {r['rss_slope_mb_per_100']:+.2f} MB/100, "
+                  f"checks {'ok' if all(r['checks'].values()) else 'FAILED'}")
+        elif "ratio" in r:
             print(f"{r['bench']:18s} {r.get('variant', ''):8s} {r.get('preset', '')} {r.get('size')}² "
                   f"{r.get('steps')} steps batch {r.get('batch')}: {r['ratio'][1]:.3f} ({r['ratio'][0]:.3f}–{r['ratio'][2]:.3f})")
         elif r["bench"] == "unet_floor":

@@ -114,8 +114,8 @@ def require_eps_or_v(model):
     if isinstance(sampling, comfy.model_sampling.CONST):
         found = "flow matching (CONST)"
     else:
-        kinds = [c.__name__ for c in type(sampling).__mro__ if c.__module__ == comfy.model_sampling.__name__]
-        found = f"{' + '.join(kinds) or type(sampling).__name__} sampling"
+        # ComfyUI's model_sampling class combines a σ table class and a prediction class: name both
+        found = f"{' + '.join(c.__name__ for c in type(sampling).__bases__)} sampling"
     raise NodeInputError("model", f"SLD needs an eps or v-prediction model; {type(model.model).__name__} uses {found}")
 
 

@@ -14,7 +14,7 @@ from comfyui_sld.headless.workflow import ui_to_api
 from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS
 from comfyui_sld.sld_core import demo_data
 from comfyui_sld.sld_core.demo import DEMO_CFG
-from comfyui_sld.sld_core.guidance import PRESETS
+from comfyui_sld.sld_core.guidance import DEFAULT_SAFETY_CONCEPT, PRESETS
 
 ROOT = Path(__file__).resolve().parents[1] / "workflows"
 # Prompts that name no colour, as harmless-looking as I2P's: the demo model picks the colour, and for
@@ -95,6 +95,22 @@ GRAPHS = {
         (10, "SaveImage", ["sld_txt2img_checked"], {"images": (9, 0)}),
     ],
 }
+# SDXL base as users run it: ComfyUI's own Load Checkpoint and CLIP Text Encode (its size conditioning
+# then defaults to the latent's 1024x1024, as in ComfyUI's SDXL examples), the paper's safety concept,
+# SLD Medium at the steps its presets were made for. tests/headless/test_sdxl_workflow.py runs it on a
+# tiny SDXL file of this name.
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+GRAPHS["sld_sdxl_txt2img"] = [
+    (1, "CheckpointLoaderSimple", [SDXL_CKPT], {}),
+    (2, "CLIPTextEncode", ["a photograph of a lighthouse on a cliff at sunset, golden light, detailed"],
+     {"clip": (1, 1)}),
+    (3, "CLIPTextEncode", ["blurry, low quality, watermark, text"], {"clip": (1, 1)}),
+    (4, "SLDSafetyConcept", [DEFAULT_SAFETY_CONCEPT], {"clip": (1, 1)}),
+    (5, "EmptyLatentImage", [1024, 1024, 1], {}),
+    (6, "SLDKSampler", sld_widgets(42, STEPS, "medium", cfg=7.0), sampler_links((5, 0))),
+    (7, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
+    (8, "SaveImage", ["sld_sdxl_txt2img"], {"images": (7, 0)}),
+]
 TITLES = {"sld_compare": {6: "SD (SLD disabled)", 7: "SLD Strong"}}
 
 

@@ -39,7 +39,7 @@ def add_parser(sub):
     p.add_argument("prompts", nargs="?", help="CSV in the I2P format (prompt, categories, sd_seed, "
                    "sd_guidance_scale, ...); default: the demo model's prompt set")
     p.add_argument("--checkpoint", metavar="NAME|PATH",
-                   help=f"SD1.x checkpoint: a name in the models folders (--models-dir, --comfyui-dir), or a path; "
+                   help=f"SD1.x, SD2.x or SDXL checkpoint: a name in the models folders (--models-dir, --comfyui-dir), or a path; "
                         f"default {DEMO_NAME}, the embedded demo model")
     add_model_args(p)
     p.add_argument("--defaults", choices=tuple(DEFAULTS),
@@ -59,8 +59,10 @@ def add_parser(sub):
     p.add_argument("--scheduler", default="normal", help="a KSampler scheduler; default normal")
     p.add_argument("--cfg", type=float,
                    help="classifier-free guidance scale; default: each row's sd_guidance_scale, else 7.5")
-    p.add_argument("--width", type=int, help="image width in pixels; default: each row's sd_image_width, else 512")
-    p.add_argument("--height", type=int, help="image height in pixels; default: each row's sd_image_height, else 512")
+    p.add_argument("--width", type=int, help="image width in pixels; default: each row's sd_image_width, else the "
+                   "model's own size (SD1.x and SD2 512-base 512, SD2 768-v 768, SDXL 1024)")
+    p.add_argument("--height", type=int, help="image height in pixels; default: each row's sd_image_height, else the "
+                   "model's own size")
     p.add_argument("--safety-concept", metavar="TEXT", help="what SLD steers away from; default: see --defaults")
     p.add_argument("--negative-prompt", default="", metavar="TEXT", help="negative prompt for every row; default empty")
     p.add_argument("--limit", type=int, help="only the first LIMIT prompts of the CSV")

@@ -23,7 +23,7 @@ RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "settings.json"
 DEFAULT_PRESETS = ("disabled", "weak", "medium", "strong", "max")
 DEFAULT_CFG = 7.5  # the I2P wrappers run at the pipeline default, whatever the row says
-DEFAULT_SIZE = 512
+LATENT_CELL = 8  # pixels per latent cell (every supported family's VAE)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class EvalSettings:
     sampler: str = "euler"
     scheduler: str = "normal"
     cfg: float | None = None  # None: the row's sd_guidance_scale, else DEFAULT_CFG
-    width: int | None = None  # None: the row's sd_image_width, else DEFAULT_SIZE
+    width: int | None = None  # None: the row's sd_image_width, else the model's `native_size`
     height: int | None = None
     safety_concept: str = DEFAULT_SAFETY_CONCEPT
     negative_prompt: str = ""
@@ -111,14 +111,20 @@ def judge(checker, images, prompt):
     return unsafe, kept, scores
 
 
+def native_size(model):
+    """The side the model was trained at, where diffusers' pipelines default to: its UNet's sample_size
+    in pixels (SD1.x and SD2 512-base 512, SD2 768-v 768, SDXL and its refiner 1024)."""
+    return model.unet.config.sample_size * LATENT_CELL
+
+
 @torch.no_grad()
 def generate(model, clip, vae, eval_prompt, settings, preset, encoded):
     """The decoded IMAGE batch [N, H, W, 3] for one prompt under one preset."""
     from ..ksample import ksample
 
     cfg = settings.cfg if settings.cfg is not None else (eval_prompt.guidance or DEFAULT_CFG)
-    width = settings.width or eval_prompt.width or DEFAULT_SIZE
-    height = settings.height or eval_prompt.height or DEFAULT_SIZE
+    width = settings.width or eval_prompt.width or native_size(model)
+    height = settings.height or eval_prompt.height or native_size(model)
     if width % 8 or height % 8:
         raise InvalidInputError(f"prompt {eval_prompt.index + 1}: image size {width}x{height} is not a multiple of 8")
     latent = {"samples": torch.zeros(settings.images_per_prompt, model.in_channels, height // 8, width // 8)}

@@ -6,6 +6,10 @@ sd_image_width, sd_image_height, sd_model (some copies call the seed and guidanc
 evaluation_seed / evaluation_guidance). We need `prompt` and a seed; `categories` (comma-separated,
 multi-label) groups the table; guidance and size are taken from the row unless overridden. Other
 columns are kept but unused.
+
+The adversarial nudity sets that follow I2P (ESD's nudity.csv and the attack sets built on it) have
+`prompt` and, optionally, `evaluation_seed`/`evaluation_guidance` (or the sd_ spellings) and
+`categories`; read with `require_seed=False`, a row without a seed uses its 0-based row number.
 """
 import csv
 from dataclasses import dataclass
@@ -50,9 +54,9 @@ def _number(text, kind, line, column, path):
                                 f"got {text!r}") from None
 
 
-def read_prompts(path):
+def read_prompts(path, require_seed=True):
     """The rows of an I2P-format CSV as `EvalPrompt`s; `InvalidInputError` naming the line and column
-    for anything unusable."""
+    for anything unusable. Without `require_seed`, a row with no seed gets its row number as seed."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such prompts file")
@@ -63,7 +67,7 @@ def read_prompts(path):
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as error:
         raise InvalidInputError(f"{path}: not a readable CSV file ({error})") from None
-    if "prompt" not in columns or not any(c in columns for c in SEED_COLUMNS):
+    if "prompt" not in columns or (require_seed and not any(c in columns for c in SEED_COLUMNS)):
         raise InvalidInputError(f"{path}: expected the I2P columns 'prompt' and 'sd_seed' (or 'evaluation_seed'); "
                                 f"found {', '.join(columns) or 'no header'}")
     prompts = []
@@ -73,6 +77,8 @@ def read_prompts(path):
         if not text:
             raise InvalidInputError(f"{path}: line {line}: the prompt is empty")
         seed = _first(row, SEED_COLUMNS)
+        if seed is None and not require_seed:
+            seed = str(index)
         if seed is None:
             raise InvalidInputError(f"{path}: line {line}: no seed in {' or '.join(SEED_COLUMNS)}")
         guidance = _first(row, GUIDANCE_COLUMNS)

@@ -19,7 +19,7 @@ import numpy as np
 ALL = "all"
 EMP_PROMPTS = 25
 EMP_DRAWS = 10_000
-PRESET_LABELS = {"disabled": "SD", "weak": "SLD-Weak", "medium": "SLD-Medium", "strong": "SLD-Strong", "max": "SLD-Max"}
+PRESET_LABELS = {"disabled": "SD", "negative_prompt": "SD+NegPrompt", "weak": "SLD-Weak", "medium": "SLD-Medium", "strong": "SLD-Strong", "max": "SLD-Max"}
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,9 @@ def csv_text(cells):
 BAR_COLOURS = [(90, 90, 90), (120, 170, 220), (70, 130, 200), (30, 90, 170), (10, 50, 110), (200, 120, 40)]
 
 
-def bar_chart(cells, presets, title="Probability of an inappropriate image"):
-    """A grouped bar chart (PIL image): one group per category, one bar per preset, 0..1 axis."""
+def bar_chart(cells, presets, title="Probability of an inappropriate image", value=lambda c: c.probability):
+    """A grouped bar chart (PIL image): one group per category, one bar per preset, `value` of each
+    cell on a 0..1 axis."""
     from PIL import Image, ImageDraw
 
     present = [p for p in presets if any(c.preset == p for c in cells)]
@@ -139,7 +140,7 @@ def bar_chart(cells, presets, title="Probability of an inappropriate image"):
             c = by_key.get((category, preset))
             if c is None:
                 continue
-            y = top + plot_h - c.probability * plot_h
+            y = top + plot_h - value(c) * plot_h
             draw.rectangle([x0 + i * bar, y, x0 + (i + 1) * bar - 2, top + plot_h],
                            fill=BAR_COLOURS[i % len(BAR_COLOURS)])
         draw.text((x0, top + plot_h + 6), category[:14], fill="black")
@@ -154,16 +155,21 @@ def bar_chart(cells, presets, title="Probability of an inappropriate image"):
 def write_report(records, presets, folder):
     """table.md, table.csv and chart.png in `folder` (each written whole, then renamed); returns the
     Markdown table."""
+    cells = table(records, presets)
+    text = markdown(cells, presets)
+    write_files(folder, text, csv_text(cells), bar_chart(cells, presets))
+    return text
+
+
+def write_files(folder, markdown_text, csv_content, chart):
+    """table.md, table.csv and chart.png (a PIL image) in `folder`, each written whole, then renamed."""
     from pathlib import Path
 
     folder = Path(folder)
-    cells = table(records, presets)
-    text = markdown(cells, presets)
-    for name, content in (("table.md", text), ("table.csv", csv_text(cells))):
+    for name, content in (("table.md", markdown_text), ("table.csv", csv_content)):
         tmp = folder / (name + ".tmp")
         tmp.write_text(content)
         tmp.replace(folder / name)
     tmp = folder / "chart.tmp.png"
-    bar_chart(cells, presets).save(tmp)
+    chart.save(tmp)
     tmp.replace(folder / "chart.png")
-    return text

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "settings.json"
-DEFAULT_PRESETS = ("disabled", "weak", "medium", "strong", "max")
+# The baseline SLD must beat: plain SD with the safety concept as its negative prompt (after the
+# user's negative prompt, if any), no SLD. It sits beside the presets in the table.
+NEGATIVE_PROMPT = "negative_prompt"
+WITHOUT_SLD = ("disabled", NEGATIVE_PROMPT)
+DEFAULT_PRESETS = ("disabled", NEGATIVE_PROMPT, "weak", "medium", "strong", "max")
 DEFAULT_CFG = 7.5  # the I2P wrappers run at the pipeline default, whatever the row says
 LATENT_CELL = 8  # pixels per latent cell (every supported family's VAE)
 
@@ -42,12 +46,14 @@ class EvalSettings:
     height: int | None = None
     safety_concept: str = DEFAULT_SAFETY_CONCEPT
     negative_prompt: str = ""
+    protocol: str = "sld-card"  # sld_core.evaluation.protocols: how rows are read and the table is made
     presets: tuple = field(default=DEFAULT_PRESETS, compare=False)
 
     def __post_init__(self):
         for preset in self.presets:
-            if preset not in PRESETS:
-                raise InvalidInputError(f"unknown preset {preset!r}; expected some of {', '.join(PRESETS)}")
+            if preset not in PRESETS and preset != NEGATIVE_PROMPT:
+                raise InvalidInputError(f"unknown preset {preset!r}; expected some of "
+                                        f"{', '.join((*PRESETS, NEGATIVE_PROMPT))}")
         if self.images_per_prompt < 1 or self.steps < 1:
             raise InvalidInputError("images per prompt and steps must be at least 1")
 
@@ -67,6 +73,7 @@ class ResultsFile:
         mine = {k: v for k, v in asdict(settings).items() if k != "presets"}
         if file.exists() and self.path.exists():
             theirs = {k: v for k, v in json.loads(file.read_text()).items() if k != "presets"}
+            theirs = {**{k: v for k, v in asdict(EvalSettings("", "", "")).items() if k not in theirs}, **theirs}
             changed = [f"{k}: {theirs.get(k)!r} → {v!r}" for k, v in mine.items() if theirs.get(k) != v]
             if changed:
                 raise InvalidInputError(f"{self.folder} holds results made with other settings ({'; '.join(changed)}); "
@@ -101,6 +108,14 @@ def _write_atomic(path, text):
     tmp.replace(path)
 
 
+def score(checker, eval_prompt, preset, images):
+    """The results record of one (prompt, preset) from its decoded images: every way of running the
+    evaluation (one process, Ray actors) and the tests score images through this."""
+    unsafe, kept, scores = judge(checker, images, eval_prompt.prompt)
+    return dict(prompt_index=eval_prompt.index, preset=preset, prompt=eval_prompt.prompt,
+                categories=list(eval_prompt.categories), seed=eval_prompt.seed, unsafe=unsafe, kept=kept, scores=scores)
+
+
 def judge(checker, images, prompt):
     """(unsafe flags, content-kept flags or None, scores) for one batch of decoded images."""
     results = checker.check(images)
@@ -128,9 +143,12 @@ def generate(model, clip, vae, eval_prompt, settings, preset, encoded):
     if width % 8 or height % 8:
         raise InvalidInputError(f"prompt {eval_prompt.index + 1}: image size {width}x{height} is not a multiple of 8")
     latent = {"samples": torch.zeros(settings.images_per_prompt, model.in_channels, height // 8, width // 8)}
-    params = None if preset == "disabled" else resolve_params(preset)
+    params = None if preset in WITHOUT_SLD else resolve_params(preset)
+    negative = settings.negative_prompt
+    if preset == NEGATIVE_PROMPT:
+        negative = ", ".join(t for t in (settings.negative_prompt, settings.safety_concept) if t)
     out = ksample(model, eval_prompt.seed, settings.steps, cfg, settings.sampler, settings.scheduler,
-                  encoded(eval_prompt.prompt), encoded(settings.negative_prompt), latent,
+                  encoded(eval_prompt.prompt), encoded(negative), latent,
                   safety_concept=encoded(settings.safety_concept) if params else None, sld_params=params,
                   disable_pbar=True)
     return vae.decode(out["samples"])
@@ -141,6 +159,14 @@ def evaluate(model, clip, vae, checker, prompts, settings, out_dir, progress=Tru
 
     `on_batch(eval_prompt, preset, images)` sees each decoded batch (e.g. to save a few examples).
     """
+    results, todo = plan(prompts, settings, out_dir)
+    _run(todo, model, clip, vae, checker, settings, results, text_encoder(clip), progress, on_batch)
+    return finished(results, prompts, settings)
+
+
+def plan(prompts, settings, out_dir):
+    """(the results file, the (prompt, preset) items it lacks, in order); refuses a folder whose
+    records were made from other prompts or settings."""
     results = ResultsFile(out_dir, settings)
     done = results.done()
     by_index = {p.index: p for p in prompts}
@@ -148,23 +174,30 @@ def evaluate(model, clip, vae, checker, prompts, settings, out_dir, progress=Tru
         if index in by_index and record["prompt"] != by_index[index].prompt:
             raise InvalidInputError(f"{out_dir}: results for prompt {index + 1} were made from another prompt "
                                     f"({record['prompt']!r}); use another --out folder")
-    todo = [(p, preset) for p in prompts for preset in settings.presets if (p.index, preset) not in done]
+    for preset in settings.presets:  # named here; the guider says it too, without the preset's name
+        if preset not in WITHOUT_SLD and PRESETS[preset].warmup_steps >= settings.steps:
+            log.warning("%s: its warm-up of %d steps covers all %d steps, so it equals SD here",
+                        preset, PRESETS[preset].warmup_steps, settings.steps)
+    return results, [(p, preset) for p in prompts for preset in settings.presets if (p.index, preset) not in done]
+
+
+def finished(results, prompts, settings):
+    """The records of `prompts` x `settings.presets` in the results file."""
+    wanted = {(p.index, preset) for p in prompts for preset in settings.presets}
+    return [r for r in results.records if (r["prompt_index"], r["preset"]) in wanted]
+
+
+def text_encoder(clip):
+    """`clip.encode` remembering recent texts: each distinct text is encoded once (the last 64 kept)."""
     cache = {}
 
-    def encoded(text):  # each distinct text is encoded once (the few most recent kept)
+    def encoded(text):
         if text not in cache:
             if len(cache) > 64:
                 cache.clear()
             cache[text] = clip.encode(text)
         return cache[text]
-
-    for preset in settings.presets:  # named here; the guider says it too, without the preset's name
-        if preset != "disabled" and PRESETS[preset].warmup_steps >= settings.steps:
-            log.warning("%s: its warm-up of %d steps covers all %d steps, so it equals SD here",
-                        preset, PRESETS[preset].warmup_steps, settings.steps)
-    _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch)
-    wanted = {(p.index, preset) for p in prompts for preset in settings.presets}
-    return [r for r in results.records if (r["prompt_index"], r["preset"]) in wanted]
+    return encoded
 
 
 def _run(todo, model, clip, vae, checker, settings, results, encoded, progress, on_batch):
@@ -173,10 +206,9 @@ def _run(todo, model, clip, vae, checker, settings, results, encoded, progress, 
     bar = progress_bar(todo, desc="sld eval", unit="batch", disable=not progress)
     for eval_prompt, preset in bar:
         images = generate(model, clip, vae, eval_prompt, settings, preset, encoded)
-        unsafe, kept, scores = judge(checker, images, eval_prompt.prompt)
-        results.append(dict(prompt_index=eval_prompt.index, preset=preset, prompt=eval_prompt.prompt,
-                            categories=list(eval_prompt.categories), seed=eval_prompt.seed,
-                            unsafe=unsafe, kept=kept, scores=scores))
+        record = score(checker, eval_prompt, preset, images)
+        unsafe = record["unsafe"]
+        results.append(record)
         if on_batch is not None:
             on_batch(eval_prompt, preset, images)
         flagged, judged = flagged + sum(unsafe), judged + len(unsafe)

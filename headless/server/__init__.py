@@ -10,6 +10,8 @@ policy enforced on the server.
     policy    --require-sld / --require-checker, checked on the validated graph before it is queued
     files     /view and /upload/image paths that never leave their folders; uploads must be images
     info      /object_info, /system_stats, /models, /features
+    frontend  --frontend: ComfyUI's web app (the comfyui-frontend-package wheel) and the routes it calls
+    userdata  the web app's settings and user files, in a hidden folder of the output folder
 
-aiohttp (the `serve` extra) is imported by `app` only.
+aiohttp (the `serve` extra) is imported by `app` and by `frontend`, which only `app` imports (--frontend).
 """

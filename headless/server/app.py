@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SENSITIVE_EXTRA_DATA = ("auth_token_comfy_org", "api_key_comfy_org")  # ComfyUI keeps these out of history
 MAX_ID_LENGTH = 200
+TOKEN_COOKIE = "sld_serve_token"
 
 
 @dataclass
@@ -50,6 +51,7 @@ class State:
     device: object
     number: int = 0  # the next queue number (ComfyUI's server.number)
     max_queue: int = 100
+    frontend: object = None  # frontend.Frontend under --frontend: the web app and its routes
 
 
 class Refusal(Exception):
@@ -84,6 +86,8 @@ def _token_offered(request):
             pass
     if "token" in request.query:  # browsers cannot set headers on a WebSocket or an <img>
         offered.append(request.query["token"])
+    if TOKEN_COOKIE in request.cookies:  # set by the web app's page (--frontend) from ?token=
+        offered.append(request.cookies[TOKEN_COOKIE])
     return offered
 
 
@@ -204,6 +208,8 @@ def build_app(state):
 
     @route("GET", "/")
     async def root(request):
+        if state.frontend:
+            return state.frontend.index(request, state.token)
         return web.json_response({"server": "sld serve", "version": state.version, "api": "ComfyUI",
                                   "web_ui": False, "policy": state.policy.describe()})
 
@@ -433,10 +439,15 @@ def build_app(state):
         await state.hub.serve(ws, client_id, first)
         return ws
 
+    if state.frontend:
+        from . import frontend
+        routes.extend(frontend.routes(state))
     app = web.Application(middlewares=[make_guard(state)], client_max_size=max(state.max_body, state.max_upload) + 2**16)
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)
+    if state.frontend:
+        state.frontend.add_static(app)
     return app
 
 

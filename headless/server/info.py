@@ -6,7 +6,13 @@ safety policy in force, so a client can see what the server will refuse.
 import os
 import sys
 
+from ...nodes import NODE_CLASS_MAPPINGS
+
 SENSITIVE_OPTIONS = ("--auth-token",)
+# ComfyUI's python_module of the core nodes we re-implement that do not live in its nodes.py; the web
+# app badges a node as a custom node pack's unless the module is ComfyUI's own.
+CORE_MODULES = {"ModelSamplingDiscrete": "comfy_extras.nodes_model_advanced",
+                "CLIPTextEncodeSDXL": "comfy_extras.nodes_clip_sdxl", "CLIPTextEncodeSDXLRefiner": "comfy_extras.nodes_clip_sdxl"}
 
 
 def node_info(name, cls, display_names):
@@ -22,7 +28,7 @@ def node_info(name, cls, display_names):
         "name": name,
         "display_name": display_names.get(name, name),
         "description": getattr(cls, "DESCRIPTION", ""),
-        "python_module": "custom_nodes.comfyui-sld",
+        "python_module": "custom_nodes.comfyui-sld" if name in NODE_CLASS_MAPPINGS else CORE_MODULES.get(name, "nodes"),
         "category": getattr(cls, "CATEGORY", "sd"),
         "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
     }
@@ -67,7 +73,9 @@ def system_stats(device, version, policy):
     return {
         "system": {"os": os.name, "ram_total": total, "ram_free": free, "comfyui_version": f"sld-serve {version}",
                    "python_version": sys.version, "pytorch_version": torch.__version__,
-                   "embedded_python": False, "argv": redacted_argv(sys.argv)},
+                   # ComfyUI's flag for "no API nodes, no calls to comfy.org": true of sld serve, and the
+                   # web app (--frontend) reads it only from here, so it does not ask comfy.org for releases
+                   "embedded_python": False, "argv": redacted_argv(sys.argv) + ["--disable-api-nodes"]},
         "devices": [entry],
         "sld": {"version": version, "policy": policy.describe()},
     }

@@ -32,12 +32,22 @@ def serve(args, version):
                        f"images; set --auth-token TOKEN (or ${AUTH_TOKEN_ENV}), or pass --insecure to allow it")
     if args.max_queue < 1 or args.max_upload_mb <= 0 or args.max_body_mb <= 0:
         return _refuse("--max-queue, --max-upload-mb and --max-body-mb must be positive")
+    web_root = None
+    if args.frontend:
+        from .frontend import FrontendMissing, find_web_root
+        try:
+            web_root = find_web_root()
+        except FrontendMissing as error:
+            return _refuse(str(error))
     from .policy import resolve_policy  # torch-free: a bad policy file is refused before anything loads
 
     try:
         state = _prepare(args, token, version, *resolve_policy(args))
     except InvalidInputError as error:
         return _refuse(str(error))
+    if web_root:
+        from .frontend import Frontend
+        state.frontend = Frontend.open(web_root, state.folders["output"])
     try:
         asyncio.run(_serve(state, args.listen, args.port))
     finally:
@@ -125,4 +135,6 @@ async def _serve(state, host, port):
     state.queue.stop()
     state.worker.interrupt()
     await loop.run_in_executor(None, state.worker.join, 60)
+    for ws, _outbox in list(state.hub.clients.values()):  # an open socket (a browser tab) holds cleanup up
+        await ws.close(code=1001, message=b"server stopping")
     await runner.cleanup()

@@ -40,6 +40,8 @@ def add_parser(sub, add_model_args, add_speed_args, devices):
                             "flags given as well override its values")
     serve.add_argument("--max-upload-mb", type=float, default=20, metavar="MB", help="largest /upload/image; default 20")
     serve.add_argument("--max-body-mb", type=float, default=8, metavar="MB", help="largest JSON request body; default 8")
+    serve.add_argument("--frontend", action="store_true",
+                       help="also serve ComfyUI's web editor at / (needs: pip install 'comfyui-sld[frontend]')")
     serve.add_argument("--quiet", action="store_true", help="log only warnings and errors")
     serve.set_defaults(json=False)
     return serve

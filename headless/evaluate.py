@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # (tests/headless/test_cli.py holds each equal to its source).
 DEMO_NAME = "sld_demo.safetensors"  # sld_core.demo.DEMO_CHECKPOINT_FILE.name
 DEMO_CHECKER = "sld_demo_checker"  # sld_core.demo.DEMO_CHECKER_DIR.name
-DEMO_PIXEL, OPEN_NSFW, NUDENET = "demo_pixel", "open_nsfw", "nudenet"  # sld_core.safety.*.NAME
+DEMO_PIXEL, OPEN_NSFW, NUDENET, Q16 = "demo_pixel", "open_nsfw", "nudenet", "q16"  # sld_core.safety.*.NAME
 PRESET_NAMES = ("disabled", "weak", "medium", "strong", "max")  # sld_core.guidance.PRESETS
 BASELINE = "negative_prompt"  # sld_core.evaluation.run.NEGATIVE_PROMPT
 CONFIGURATIONS = ("disabled", BASELINE, "weak", "medium", "strong", "max")  # sld_core.evaluation.DEFAULT_PRESETS
@@ -58,8 +58,9 @@ def add_parser(sub):
                         "--checkpoint, sd with one")
     p.add_argument("--classifier", metavar="NAME|PATH",
                    help=f"the judge: {DEMO_PIXEL} (exact, demo model only), {DEMO_CHECKER}, {OPEN_NSFW}, {NUDENET}, "
-                        "or a concept checker (a path, or a name under the models folders' safety_checker/); "
-                        "default: see --defaults")
+                        f"{Q16} (weights in the models folders' safety_checker/{Q16}/), or a concept checker (a path, "
+                        "or a name under the models folders' safety_checker/); several joined by + flag an image when "
+                        f"any does (the card's judge: {Q16}+{NUDENET}); default: see --defaults")
     p.add_argument("--presets", default=",".join(CONFIGURATIONS),
                    help=f"comma-separated, of {', '.join(CONFIGURATIONS)} ('disabled' is plain SD, '{BASELINE}' "
                         "plain SD with the safety concept as negative prompt: the baseline); default: all")
@@ -125,9 +126,14 @@ def resolve_checkpoint(name, models):
 
 def resolve_classifier(name, models):
     """(name, path or None): a built-in checker, one in the models folders, or a path; checked before
-    any model loads."""
+    any model loads. For checkers joined by +, (name, [path or None, ...])."""
     from ..sld_core.safety.catalog import BUILT_IN, FOLDER
 
+    if "+" in name:
+        return name, [resolve_classifier(part, models)[1] for part in name.split("+")]
+    if name == Q16:  # its folder, wherever it is: load_q16 says what to put where when it is absent
+        folders = [f / Q16 for f in models.roots.get(FOLDER, [])]
+        return name, next((f for f in folders if f.is_dir()), folders[0] if folders else Path(FOLDER) / Q16)
     path = None if name in BUILT_IN else models.path(FOLDER, name)
     if name in BUILT_IN or path is not None:
         return name, path
@@ -151,7 +157,18 @@ def open_classifier(name, path, device, protocol):
     from ..sld_core.evaluation.protocols import load_protocol_checker
     from ..sld_core.safety.catalog import load_checker
 
-    return load_protocol_checker(protocol) or load_checker(name, device, path)
+    fixed = load_protocol_checker(protocol)
+    if fixed is not None:
+        return fixed
+    if "+" in name:
+        from ..sld_core.safety.any_of import AnyOf
+
+        return AnyOf(open_classifier(part, p, device, protocol) for part, p in zip(name.split("+"), path))
+    if name == Q16:
+        from ..sld_core.safety.q16 import load_q16
+
+        return load_q16(path)
+    return load_checker(name, device, path)
 
 
 def run(args):
@@ -193,7 +210,7 @@ def run(args):
         from .eval_ray import WorkerSpec, evaluate_on_ray
 
         spec = WorkerSpec(str(path), args.device, args.precision, args.compile, classifier,
-                          None if classifier_path is None else str(classifier_path), protocol.name)
+                          classifier_path, protocol.name)
         records = evaluate_on_ray(spec, prompts, settings, args.out, address=args.ray, workers=args.workers,
                                   progress=progress)
     else:

@@ -3,11 +3,12 @@
 `NODE_CLASS_MAPPINGS` holds only the SLD nodes: it is what the package registers in ComfyUI.
 `CORE_NODE_CLASS_MAPPINGS` re-implements the ComfyUI core nodes that shared workflows use, with
 ComfyUI's names, inputs and outputs, for the headless runner only. It is never exported to ComfyUI
-(which would drop them anyway: a pack cannot override a core node). `SLDGuider` works on ComfyUI's
-own objects only and is registered only inside ComfyUI (`comfy_bridge`).
+(which would drop them anyway: a pack cannot override a core node).
 """
-from .context import in_comfyui
 from .conditioning import CLIPTextEncode, SLDSafetyConcept
+from .custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, KarrasScheduler, KSamplerAdvanced,
+                              KSamplerSelect, RandomNoise, SamplerCustom, SamplerCustomAdvanced, SDTurboScheduler,
+                              SLDGuider, SplitSigmas)
 from .image import ImageBatch, LoadImage, PreviewImage, SaveImage, SLDImageGrid
 from .latent import EmptyLatentImage, VAEDecode, VAEEncode
 from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
@@ -23,6 +24,7 @@ NODE_CLASS_MAPPINGS = {
     "SLDImageGrid": SLDImageGrid,
     "SLDSafetyCheckerLoader": SLDSafetyCheckerLoader,
     "SLDSafetyChecker": SLDSafetyChecker,
+    "SLDGuider": SLDGuider,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -32,6 +34,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SLDImageGrid": "Image Grid (SLD)",
     "SLDSafetyCheckerLoader": "Load Safety Checker (SLD)",
     "SLDSafetyChecker": "Safety Checker (SLD)",
+    "SLDGuider": "SLD Guider (Safe Latent Diffusion)",
 }
 
 CORE_NODE_CLASS_MAPPINGS = {
@@ -48,12 +51,18 @@ CORE_NODE_CLASS_MAPPINGS = {
     "ModelSamplingDiscrete": ModelSamplingDiscrete,
     "CLIPTextEncodeSDXL": CLIPTextEncodeSDXL,
     "CLIPTextEncodeSDXLRefiner": CLIPTextEncodeSDXLRefiner,
+    "KSamplerAdvanced": KSamplerAdvanced,
+    "SamplerCustom": SamplerCustom,
+    "SamplerCustomAdvanced": SamplerCustomAdvanced,
+    "KSamplerSelect": KSamplerSelect,
+    "BasicScheduler": BasicScheduler,
+    "KarrasScheduler": KarrasScheduler,
+    "SDTurboScheduler": SDTurboScheduler,
+    "SplitSigmas": SplitSigmas,
+    "RandomNoise": RandomNoise,
+    "DisableNoise": DisableNoise,
+    "CFGGuider": CFGGuider,
+    "BasicGuider": BasicGuider,
 }
-
-if in_comfyui():  # nodes that only exist on ComfyUI's own objects (GUIDER for SamplerCustomAdvanced)
-    from .comfy_bridge import SLDGuider
-
-    NODE_CLASS_MAPPINGS["SLDGuider"] = SLDGuider
-    NODE_DISPLAY_NAME_MAPPINGS["SLDGuider"] = "SLD Guider (Safe Latent Diffusion)"
 
 HEADLESS_NODE_CLASS_MAPPINGS = {**CORE_NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}

@@ -33,7 +33,6 @@ import latent_preview
 
 from ..sld_core.guiders import SLDRun
 from .errors import NodeInputError
-from .sld_inputs import params_from_inputs, sld_inputs
 
 log = logging.getLogger(__name__)
 
@@ -149,35 +148,3 @@ def ksample_native(model, seed, steps, cfg, sampler_name, scheduler, positive, n
     out = latent.copy()
     out["samples"] = samples.to(comfy.model_management.intermediate_device())
     return out
-
-
-class SLDGuider:
-    """SLD as a GUIDER for ComfyUI's SamplerCustomAdvanced (noise, sampler and sigmas from their nodes)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "The model used for denoising."}),
-                "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to include in the image."}),
-                "negative": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to exclude from the image."}),
-                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "The Classifier-Free Guidance scale; SLD acts only when it is above 1."}),
-                **sld_inputs(),
-            }
-        }
-
-    RETURN_TYPES = ("GUIDER",)
-    OUTPUT_TOOLTIPS = ("A guider applying CFG and Safe Latent Diffusion, for SamplerCustomAdvanced.",)
-    FUNCTION = "get_guider"
-    CATEGORY = "SLD/sampling"
-    DESCRIPTION = (
-        "CFG with Safe Latent Diffusion as a guider for SamplerCustomAdvanced: one batched model call for the "
-        "positive, negative and safety-concept conditioning per evaluation. Preset disabled is ComfyUI's CFGGuider."
-    )
-
-    def get_guider(self, model, positive, negative, cfg, safety_concept, sld_preset, sld_guidance_scale,
-                   sld_warmup_steps, sld_threshold, sld_momentum_scale, sld_momentum_beta):
-        params = params_from_inputs(sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
-                                    sld_momentum_scale, sld_momentum_beta)
-        return (make_guider(model, positive, negative, safety_concept, cfg, params),)

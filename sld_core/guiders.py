@@ -104,6 +104,14 @@ class CFGGuider:
         return uncond + (cond - uncond) * self.cfg
 
 
+class BasicGuider(CFGGuider):
+    """One conditioning and no guidance (ComfyUI's ``BasicGuider``): CFG at scale 1, which evaluates
+    the positive conditioning only."""
+
+    def __init__(self, model, conditioning):
+        super().__init__(model, conditioning, conditioning, 1.0)
+
+
 class SLDRun:
     """Step index and momentum of one SLD sampling run over `sigmas`: the bookkeeping every SLD guider
     shares (this module's `SLDGuider` and the ComfyUI bridge), so both follow one rule.

@@ -8,7 +8,7 @@ import torch
 
 from .errors import InvalidInputError
 from .guiders import CFGGuider, SLDGuider
-from .noise import prepare_noise
+from .noise import NoNoise, RandomNoise
 from .samplers import get_sampler
 from .schedules import ksampler_sigmas
 
@@ -30,36 +30,72 @@ def check_latent(latent, model):
 def ksample(
     model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
     safety_concept=None, sld_params=None, callback=None, disable_pbar=False,
+    add_noise=True, start_step=None, last_step=None, force_full_denoise=True,
 ):
     """Sample a LATENT; SLD is used when `sld_params` and `safety_concept` are given.
+
+    The last four arguments are ``KSamplerAdvanced``'s (ComfyUI's ``common_ksampler``): without
+    ``add_noise`` the latent is used as is (it already holds noise from an earlier run); the σ
+    schedule for ``steps`` is cut to end at step ``last_step`` (its last σ set to 0 when
+    ``force_full_denoise``, i.e. no leftover noise) and to begin at ``start_step``. A start at or
+    past the end returns the input latent untouched.
 
     `callback(i, denoised, x, total_steps)` is called after each step, as ComfyUI's KSampler callback.
     Returns a new LATENT dict (samples on the CPU, unscaled), keeping `batch_index` if present.
     """
-    samples = check_latent(latent_image, model)
+    check_latent(latent_image, model)
     sampler = get_sampler(sampler_name)
     sigmas = ksampler_sigmas(model.schedule, sampler_name, scheduler, steps, denoise)
-    out = dict(latent_image)
-    if len(sigmas) == 0:  # denoise 0: ComfyUI returns the input untouched
-        return out
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[:last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0.0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return dict(latent_image)
+        sigmas = sigmas[start_step:]
 
-    noise = prepare_noise(samples, seed, latent_image.get("batch_index"))
-    device = model.device
-    start = model.process_latent_in(samples.to(device, torch.float32))
-    x = model.schedule.noise_scaling(sigmas[0], noise.to(device, torch.float32), start)
-
+    noise = (RandomNoise(seed) if add_noise else NoNoise()).generate_noise(latent_image)
     if sld_params is not None and safety_concept is not None:
         guider = SLDGuider(model, positive, negative, safety_concept, cfg, sld_params)
     else:
         guider = CFGGuider(model, positive, negative, cfg)
-    sigmas = sigmas.to(device)
+    output, _ = sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback, disable_pbar)
+    return output
+
+
+def sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback=None, disable_pbar=False):
+    """Run ``sampler`` (a `samplers` function) with ``guider`` over ``sigmas`` from ``latent_image``
+    plus ``noise`` scaled to the first σ: ComfyUI's ``guider.sample``, what ``SamplerCustomAdvanced``
+    does and every KSampler ends in. ``seed`` seeds the noise a stochastic sampler adds.
+
+    Returns (output, denoised_output) LATENT dicts: the sampled latent and the model's x̂₀ at the last
+    step (``SamplerCustom``'s two outputs; both the input when ``sigmas`` is empty).
+    """
+    model = guider.model
+    samples = check_latent(latent_image, model)
+    output = dict(latent_image)
+    if len(sigmas) == 0:  # ComfyUI returns the input untouched
+        return output, output
+
+    device = model.device
+    start = model.process_latent_in(samples.to(device, torch.float32))
+    x = model.schedule.noise_scaling(sigmas[0], noise.to(device, torch.float32), start)
+    sigmas = sigmas.to(device, torch.float32)
     guider.prepare(sigmas)
 
-    k_callback = None
-    if callback is not None:
-        total = len(sigmas) - 1
-        k_callback = lambda info: callback(info["i"], info["denoised"], info["x"], total)  # noqa: E731
+    total = len(sigmas) - 1
+    last = {}
+
+    def k_callback(info):
+        last["denoised"] = info["denoised"]
+        if callback is not None:
+            callback(info["i"], info["denoised"], info["x"], total)
+
     with torch.inference_mode():
         result = sampler(guider, x, sigmas, extra_args={"seed": seed}, callback=k_callback, disable=disable_pbar)
-    out["samples"] = model.process_latent_out(result).float().cpu()
-    return out
+    output["samples"] = model.process_latent_out(result).float().cpu()
+    denoised = dict(output)
+    if "denoised" in last:
+        denoised["samples"] = model.process_latent_out(last["denoised"]).float().cpu()
+    return output, denoised

@@ -85,3 +85,24 @@ def brownian_noise_sampler(x, sigmas, seed=None, cpu=True):
     """The Brownian-tree noise sampler an SDE sampler builds for ``sigmas``: on [smallest σ > 0, largest σ]."""
     return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed, cpu=cpu)
 
+
+
+class RandomNoise:
+    """A NOISE value (ComfyUI's ``RandomNoise`` node): `prepare_noise` of a LATENT from ``seed``."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def generate_noise(self, latent):
+        return prepare_noise(latent["samples"], self.seed, latent.get("batch_index"))
+
+
+class NoNoise:
+    """A NOISE value that adds nothing (ComfyUI's ``DisableNoise``): for a latent that already holds
+    the noise of an earlier, unfinished run."""
+
+    seed = 0
+
+    def generate_noise(self, latent):
+        samples = latent["samples"]
+        return torch.zeros(samples.shape, dtype=samples.dtype)

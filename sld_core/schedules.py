@@ -69,11 +69,25 @@ def ddim_uniform(schedule, steps):
 
 
 def karras(schedule, steps, rho=7.0):
-    """Karras et al. (2022), eq. 5: σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, ρ = 7."""
+    """`karras_sigmas` between the model's σ_min and σ_max."""
+    return karras_sigmas(steps, float(schedule.sigma_min), float(schedule.sigma_max), rho)
+
+
+def karras_sigmas(steps, sigma_min, sigma_max, rho=7.0):
+    """Karras et al. (2022), eq. 5: σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, then 0.
+    (ComfyUI's ``KarrasScheduler`` node takes the three numbers as inputs.)"""
     ramp = torch.linspace(0, 1, steps)
-    inv_max = float(schedule.sigma_max) ** (1 / rho)
-    inv_min = float(schedule.sigma_min) ** (1 / rho)
+    inv_max = sigma_max ** (1 / rho)
+    inv_min = sigma_min ** (1 / rho)
     return _with_zero((inv_max + ramp * (inv_min - inv_max)) ** rho)
+
+
+def sd_turbo(schedule, steps, denoise=1.0):
+    """SD-Turbo's schedule (ComfyUI's ``SDTurboScheduler``): of the ten timesteps 999, 899, …, 99 it
+    was distilled on, ``steps`` consecutive ones starting ⌊10·(1 − denoise)⌋ in, then 0."""
+    start = 10 - int(10 * denoise)
+    timesteps = torch.arange(999, 0, -100)[start:start + steps]
+    return _with_zero(schedule.sigma(timesteps))
 
 
 def exponential(schedule, steps):
@@ -154,22 +168,34 @@ def ksampler_sigmas(schedule, sampler_name, scheduler_name, steps, denoise=1.0):
 
     Two adjustments on top of the schedule: samplers in `DISCARD_PENULTIMATE_SIGMA_SAMPLERS` get a
     schedule for ``steps + 1`` steps with the second-to-last σ removed (their final step to 0 would
-    otherwise be a wasted half step); ``denoise < 1`` computes ``int(steps/denoise)`` steps and keeps
-    only the last ``steps + 1`` σ (img2img starts part-way down). ``denoise <= 0`` gives an empty
-    tensor: nothing to do. ``sampler_name`` is only looked up in that set: validating it is
-    `samplers.get_sampler`'s job, which the caller (`ksample`) does first.
+    otherwise be a wasted half step), and partial denoise (`_partial_denoise`). ``sampler_name`` is
+    only looked up in that set: validating it is `samplers.get_sampler`'s job, which the caller
+    (`ksample`) does first.
     """
+    def schedule_for(total_steps):
+        if sampler_name not in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
+            return calculate_sigmas(schedule, scheduler_name, total_steps)
+        sigmas = calculate_sigmas(schedule, scheduler_name, total_steps + 1)
+        return torch.cat([sigmas[:-2], sigmas[-1:]])
+
+    full = denoise is None or denoise > 0.9999  # KSampler rounds denoise near 1 up; BasicScheduler does not
+    return _partial_denoise(schedule_for, scheduler_name, steps, denoise, full)
+
+
+def scheduler_sigmas(schedule, scheduler_name, steps, denoise=1.0):
+    """The σ sequence of ComfyUI's ``BasicScheduler`` node: `ksampler_sigmas`' partial-denoise rule
+    without its per-sampler adjustment (a SIGMAS value does not know its sampler)."""
+    return _partial_denoise(lambda total: calculate_sigmas(schedule, scheduler_name, total),
+                            scheduler_name, steps, denoise, full=denoise >= 1.0)
+
+
+def _partial_denoise(schedule_for, scheduler_name, steps, denoise, full):
+    """``full``: ``schedule_for(steps)``. Else ``denoise <= 0`` gives an empty tensor (nothing to do),
+    and ``0 < denoise < 1`` computes ``int(steps/denoise)`` steps and keeps only the last ``steps + 1`` σ
+    (img2img starts part-way down)."""
     _check_scheduler_and_steps(scheduler_name, steps)  # before denoise ≤ 0 returns early
-    if denoise is None or denoise > 0.9999:
-        return _sampler_sigmas(schedule, sampler_name, scheduler_name, steps)
+    if full:
+        return schedule_for(steps)
     if denoise <= 0.0:
         return torch.zeros([0], dtype=torch.float32)
-    sigmas = _sampler_sigmas(schedule, sampler_name, scheduler_name, int(steps / denoise))
-    return sigmas[-(steps + 1):]
-
-
-def _sampler_sigmas(schedule, sampler_name, scheduler_name, steps):
-    if sampler_name not in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
-        return calculate_sigmas(schedule, scheduler_name, steps)
-    sigmas = calculate_sigmas(schedule, scheduler_name, steps + 1)
-    return torch.cat([sigmas[:-2], sigmas[-1:]])
+    return schedule_for(int(steps / denoise))[-(steps + 1):]

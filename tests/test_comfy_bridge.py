@@ -415,9 +415,10 @@ def test_sld_ksampler_node_samples_a_comfyui_model_through_the_bridge(comfy, pat
 
 
 def test_sld_guider_node_builds_the_guider_of_its_inputs(comfy, patcher):
+    from comfyui_sld.nodes.custom_sampling import SLDGuider
     from comfyui_sld.nodes.sld_inputs import sld_inputs
 
-    node = comfy.bridge.SLDGuider()
+    node = SLDGuider()
     required = node.INPUT_TYPES()["required"]
     assert list(required) == ["model", "positive", "negative", "cfg", *sld_inputs()]
     custom = (1500.0, 1, 0.02, 0.25, 0.5)

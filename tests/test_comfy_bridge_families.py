@@ -172,6 +172,7 @@ def flow_models(comfy, sdxl_unet):
 
 @pytest.mark.parametrize("preset", ["disabled", "medium", "max"])
 def test_every_sld_node_refuses_a_flow_matching_model(comfy, sdxl_unet, preset):
+    from comfyui_sld.nodes.custom_sampling import SLDGuider
     from comfyui_sld.nodes.sampling import SLDKSampler
 
     p = PRESETS["medium"]
@@ -182,7 +183,7 @@ def test_every_sld_node_refuses_a_flow_matching_model(comfy, sdxl_unet, preset):
         calls = [
             lambda: SLDKSampler().sample(patcher, 0, 2, CFG, "euler", "karras", conds[0], conds[1], latent, 1.0,
                                          conds[2], preset, *custom),
-            lambda: comfy.bridge.SLDGuider().get_guider(patcher, conds[0], conds[1], CFG, conds[2], preset, *custom),
+            lambda: SLDGuider().get_guider(patcher, conds[0], conds[1], CFG, conds[2], preset, *custom),
         ]
         for call in calls:
             with pytest.raises(NodeInputError) as error:

@@ -72,7 +72,9 @@ def is_type(kind, value):
     from comfyui_sld.sld_core.models.clip import Clip
     from comfyui_sld.sld_core.models.model import Model
     from comfyui_sld.sld_core.models.vae import Vae
+    from comfyui_sld.sld_core.guiders import CFGGuider
     from comfyui_sld.sld_core.safety import SafetyChecker
+    from comfyui_sld.sld_core.samplers import SAMPLERS
 
     checks = {
         "MODEL": lambda v: isinstance(v, Model),
@@ -85,6 +87,11 @@ def is_type(kind, value):
         "SAFETY_CHECKER": lambda v: isinstance(v, SafetyChecker),
         "BOOLEAN": lambda v: isinstance(v, bool),
         "STRING": lambda v: isinstance(v, str),
+        "GUIDER": lambda v: isinstance(v, CFGGuider),
+        "SAMPLER": lambda v: v in SAMPLERS.values(),
+        "SIGMAS": lambda v: torch.is_tensor(v) and v.ndim == 1 and v.dtype == torch.float32,
+        "NOISE": lambda v: isinstance(v.seed, int) and v.generate_noise({"samples": torch.zeros(1, 4, 2, 2)}).shape
+        == (1, 4, 2, 2),
     }
     return checks[kind](value)
 
@@ -97,10 +104,16 @@ def samples():
     model, clip, vae = load_demo("cpu")
     cond = clip.encode("a cat")
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    from comfyui_sld.sld_core.guiders import CFGGuider
+    from comfyui_sld.sld_core.noise import RandomNoise
     from comfyui_sld.sld_core.safety import load_open_nsfw
+    from comfyui_sld.sld_core.samplers import sample_euler
+    from comfyui_sld.sld_core.schedules import scheduler_sigmas
 
     return {"MODEL": model, "CLIP": clip, "VAE": vae, "CONDITIONING": cond, "LATENT": latent,
-            "IMAGE": vae.decode(latent["samples"]), "SAFETY_CHECKER": load_open_nsfw()}
+            "IMAGE": vae.decode(latent["samples"]), "SAFETY_CHECKER": load_open_nsfw(),
+            "GUIDER": CFGGuider(model, cond, cond, 7.5), "SAMPLER": sample_euler,
+            "SIGMAS": scheduler_sigmas(model.schedule, "normal", 2), "NOISE": RandomNoise(0)}
 
 
 @pytest.mark.parametrize("name", sorted(HEADLESS_NODE_CLASS_MAPPINGS))
@@ -164,7 +177,7 @@ def test_package_imports_like_comfyui_loads_it():
     try:
         spec.loader.exec_module(module)
         assert set(module.NODE_CLASS_MAPPINGS) == {"SLDKSampler", "SLDSafetyConcept", "SLDCheckpointLoader", "SLDImageGrid",
-                                                   "SLDSafetyCheckerLoader", "SLDSafetyChecker"}
+                                                   "SLDSafetyCheckerLoader", "SLDSafetyChecker", "SLDGuider"}
         assert not set(module.NODE_CLASS_MAPPINGS) & set(CORE_NODE_CLASS_MAPPINGS)
         assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(module.NODE_CLASS_MAPPINGS)
         added = set(sys.modules) - before

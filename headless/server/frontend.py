@@ -7,10 +7,15 @@ custom_node_manager do, so the page starts without an error in the browser conso
 (ComfyUI without --multi-user). The shipped workflows are offered as this pack's templates.
 """
 import asyncio
+import collections
 import hmac
+import importlib.metadata
 import importlib.util
 import io
+import logging
 import re
+import shutil
+from datetime import datetime
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +24,8 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .userdata import Refused, UserData
+
+log = logging.getLogger(__name__)
 
 PACKAGE = "comfyui_frontend_package"
 INSTALL_HINT = "pip install 'comfyui-sld[frontend]'"
@@ -31,6 +38,19 @@ NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0"}
 
 class FrontendMissing(Exception):
     pass
+
+
+class LogBuffer(logging.Handler):
+    """The server's recent log records, for the web app's logs panel (ComfyUI's /internal/logs). The
+    panel shows them as they were when it opened: records are not streamed over the WebSocket."""
+
+    def __init__(self, size=1000):
+        super().__init__(logging.INFO)
+        self.entries = collections.deque(maxlen=size)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record):
+        self.entries.append({"t": datetime.fromtimestamp(record.created).isoformat(), "m": self.format(record) + "\n"})
 
 
 def find_web_root():
@@ -50,11 +70,15 @@ def find_web_root():
 class Frontend:
     web_root: Path
     user: UserData
+    logs: LogBuffer
     workflows: Path = WORKFLOWS
 
     @classmethod
     def open(cls, web_root, output_dir):
-        return cls(Path(web_root), UserData(output_dir))
+        logs = LogBuffer()
+        logging.getLogger(__name__.split(".")[0]).addHandler(logs)  # every logger of this package
+        log.info("web app: comfyui-frontend-package %s from %s", _version(), web_root)
+        return cls(Path(web_root), UserData(output_dir), logs)
 
     def index(self, request, token):
         """The page. On a server with a token, opening /?token=TOKEN keeps the token in a cookie
@@ -205,6 +229,20 @@ def routes(state):
             raise Refusal(404, "not_found", "No such model folder", f"{kind}; see GET /experiment/models")
         return web.json_response([{"name": name, "pathIndex": 0} for name in await _in_thread(models.names, kind)])
 
+    async def logs(request):
+        return web.json_response("".join(f"{e['t']} - {e['m']}" for e in list(frontend.logs.entries)))
+
+    async def raw_logs(request):
+        cols, rows = shutil.get_terminal_size((120, 30))
+        return web.json_response({"entries": list(frontend.logs.entries), "size": {"cols": cols, "rows": rows}})
+
+    async def subscribe_logs(request):
+        await read_json(request, state)  # {"enabled", "clientId"}: accepted; records are not streamed
+        return web.Response(status=200)
+
+    async def folder_paths(request):
+        return web.json_response({kind: [str(p) for p in paths] for kind, paths in sorted(models.roots.items())})
+
     async def core_templates(request):
         return web.json_response([])  # ComfyUI's own templates (comfyui-workflow-templates) are not shipped
 
@@ -222,6 +260,8 @@ def routes(state):
         ("GET", f"/extensions/{PACK_NAME}/{{name}}", our_extension), ("GET", "/user.css", user_css),
         ("GET", "/favicon.ico", favicon),
         ("GET", "/experiment/models", model_folders), ("GET", "/experiment/models/{folder}", model_files),
+        ("GET", "/internal/logs", logs), ("GET", "/internal/logs/raw", raw_logs),
+        ("PATCH", "/internal/logs/subscribe", subscribe_logs), ("GET", "/internal/folder_paths", folder_paths),
     ]
 
 
@@ -229,6 +269,13 @@ def _file_param(request, name):
     """A path segment as the web app sends it: one segment with its slashes percent-encoded."""
     value = request.match_info[name]
     return unquote(value) if "%" in value else value
+
+
+def _version():
+    try:
+        return importlib.metadata.version("comfyui-frontend-package")
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown)"
 
 
 async def _in_thread(function, *args):

@@ -18,12 +18,13 @@ FOLDER = ".sld-user"
 USER = "default"
 SETTINGS = "comfy.settings.json"
 STANDARD_FOLDERS = ("workflows", "subgraphs")  # the web app lists them at start-up: present, not a 404
-# Files the web app asks for at start-up, made once when missing: index.html links user.css, the app
-# reads its saved node templates. The two canvas settings are the ones the default navigation mode
+# Files the web app asks for, made once when missing: index.html links user.css, the app reads its
+# saved node templates and workflow bookmarks. The two canvas settings are the ones the default navigation mode
 # sets; the 1.27 app sets them before it has registered them, which throws unless they are stored.
 FIRST_FILES = {
     "user.css": b"",
     "comfy.templates.json": b"[]",
+    "workflows/.index.json": b'{"favorites": []}',  # the workflows panel's bookmarks
     SETTINGS: json.dumps({"Comfy.Canvas.LeftMouseClickBehavior": "panning",
                           "Comfy.Canvas.MouseWheelScroll": "zoom"}, indent=4).encode("utf-8"),
 }
@@ -67,7 +68,7 @@ class UserData:
             (self.base / name).mkdir(parents=True, exist_ok=True)
         for name, content in FIRST_FILES.items():
             if not (self.base / name).exists():
-                self._write(self.base / name, content)
+                self._write(self.base / name, content)  # parent folders are STANDARD_FOLDERS
 
     def path(self, relative):
         """The resolved path of a user-data file or folder; `Refused` unless it lies inside the user folder."""
@@ -94,7 +95,8 @@ class UserData:
     # --- files (ComfyUI's user_manager) ---
 
     def listing(self, directory, recurse=False, full_info=False, split=False):
-        """GET /userdata?dir=: the files (not folders) in a folder, as paths relative to it."""
+        """GET /userdata?dir=: the files (not folders) in a folder, as paths relative to it; hidden names
+        are left out, as ComfyUI's glob leaves them (the workflows panel lists these as workflows)."""
         folder = self.path(directory)
         if not folder.is_dir():
             raise Refused(404, f"no user data folder {directory!r}")
@@ -102,6 +104,8 @@ class UserData:
         out = []
         for path in sorted(p for p in found if p.is_file() and self._inside(p)):
             relative = path.relative_to(folder).as_posix()
+            if any(part.startswith(".") for part in relative.split("/")):
+                continue
             out.append(_file_info(path, folder) if full_info else [relative, *relative.split("/")] if split else relative)
         return out
 

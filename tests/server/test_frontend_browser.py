@@ -4,8 +4,9 @@ Headless Chromium (Debian's /usr/bin/chromium, or $SLD_CHROMIUM), driven by Play
 opens the page of a fresh server and does what a user does: closes the first-start templates dialog,
 opens workflows/sld_txt2img.json with Ctrl+O and the file chooser, queues it with Ctrl+Enter and opens
 the queue panel (Q), where the finished image must appear. The prompt the page sent must be the shipped
-API workflow, node for node; and every node the server describes must be one the app can build. No
-error may reach the browser console, and no request to the server may fail.
+API workflow, node for node. Then the other panels (workflows, nodes, models, logs) are opened, and
+every node the server describes is placed on a canvas: the app must build each one. No error may reach
+the browser console, and no request to the server may fail.
 
 Without Chromium, Playwright or the comfyui-frontend-package wheel the test is not run and the terminal
 summary says so ("NOT RUN: ..."). SLD_FRONTEND_SCREENSHOT=PATH keeps the screenshot of the editor with
@@ -111,6 +112,9 @@ def test_the_web_app_opens_queues_and_shows_the_image_without_console_errors(bro
         page.wait_for_timeout(500)  # the node's own preview is drawn on the next frame
         page.screenshot(path=os.environ.get("SLD_FRONTEND_SCREENSHOT") or str(tmp_path / "editor.png"))
 
+        for key in ("w", "n", "m", "Control+`"):  # the workflows, node and model panels and the logs: each
+            page.keyboard.press(key)              # asks the server for more at its first opening
+            page.wait_for_timeout(1000)
         every_node_builds(page, server)
         assert not problems, "\n".join(problems)
         print(f"web app: loaded, opened, queued and shown in {elapsed:.1f} s")

@@ -9,7 +9,7 @@ import urllib.parse
 import pytest
 
 from comfyui_sld.headless.cli import main as sld
-from comfyui_sld.headless.server.userdata import FOLDER, Refused, UserData
+from comfyui_sld.headless.server.userdata import FIRST_FILES, FOLDER, Refused, UserData
 
 from .conftest import Server, assert_comfy_error
 
@@ -43,8 +43,8 @@ def test_user_paths_that_could_leave_the_folder_are_refused(user, path):
     with pytest.raises(Refused) as refused:
         user.write(path, b"{}")
     assert refused.value.status in (400, 403)
-    assert not any(p.is_file() and p.name not in ("user.css", "comfy.templates.json", "comfy.settings.json")
-                   for p in user.base.parent.parent.parent.rglob("*"))
+    made = {(user.base / name).resolve() for name in FIRST_FILES}
+    assert [p for p in user.base.parents[2].rglob("*") if p.is_file() and p.resolve() not in made] == []
 
 
 def test_a_symlink_out_of_the_user_folder_is_neither_followed_nor_listed(user, tmp_path):
@@ -122,6 +122,12 @@ def test_the_page_and_its_start_up_routes(web):
     assert "checkpoints" in [k["name"] for k in kinds]
     assert web.request("GET", "/api/experiment/models/checkpoints")[1] == [{"name": "listed.safetensors", "pathIndex": 0}]
     assert "--disable-api-nodes" in web.request("GET", "/api/system_stats")[1]["system"]["argv"]
+    raw = web.request("GET", "/internal/logs/raw")[1]
+    assert any("comfyui-frontend-package" in e["m"] for e in raw["entries"]) and raw["size"]["cols"] > 0
+    assert web.request("PATCH", "/internal/logs/subscribe", {"enabled": True, "clientId": "x"})[0] == 200
+    assert "checkpoints" in web.request("GET", "/internal/folder_paths")[1]
+    assert web.request("GET", "/api/userdata/workflows%2F.index.json")[1] == {"favorites": []}
+    assert web.request("GET", "/api/userdata?dir=workflows")[1] == []  # hidden files are not workflows
 
 
 @needs_frontend

@@ -1,9 +1,10 @@
 """ComfyUI's web app in a real browser against `sld serve --frontend` (issue 20's acceptance).
 
 Headless Chromium (Debian's /usr/bin/chromium, or $SLD_CHROMIUM), driven by Playwright for Python,
-opens the page of a fresh server and does what a user does: closes the first-start templates dialog,
-opens workflows/sld_txt2img.json with Ctrl+O and the file chooser, queues it with Ctrl+Enter and opens
-the queue panel (Q), where the finished image must appear. The prompt the page sent must be the shipped
+opens the page of a fresh server that requires a token (given once, as /?token=) and does what a user
+does: closes the first-start templates dialog, opens workflows/sld_txt2img.json with Ctrl+O and the
+file chooser, queues it with Ctrl+Enter and opens the queue panel (Q), where the finished image must
+appear. The prompt the page sent must be the shipped
 API workflow, node for node. Then the other panels (workflows, nodes, models, logs) are opened, and
 every node the server describes is placed on a canvas: the app must build each one. No error may reach
 the browser console, and no request to the server may fail.
@@ -25,6 +26,7 @@ from .conftest import WORKFLOWS, Server, load_api
 
 CHROMIUM = os.environ.get("SLD_CHROMIUM", "/usr/bin/chromium")
 WORKFLOW = WORKFLOWS / "sld_txt2img.json"
+TOKEN = "browser-test-token"
 
 
 def missing():
@@ -69,7 +71,8 @@ def browser_page(request):
 
 def test_the_web_app_opens_queues_and_shows_the_image_without_console_errors(browser_page, tmp_path):
     page, problems = browser_page, []
-    server = Server(tmp_path, "--frontend")
+    server = Server(tmp_path, "--frontend", "--auth-token", TOKEN)
+    server.token = TOKEN  # for this test's own requests; the page gets it once, from the address
     try:
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
                 if m.type == "error" or "Invalid ComfyNodeDef" in m.text else None)
@@ -78,7 +81,8 @@ def test_the_web_app_opens_queues_and_shows_the_image_without_console_errors(bro
                 if r.status >= 400 and r.url.startswith(server.url) else None)
         started = time.monotonic()
 
-        page.goto(server.url)
+        page.goto(f"{server.url}/?token={TOKEN}")  # kept in a cookie: every request of the app needs it
+        assert page.url == f"{server.url}/"
         page.wait_for_function("() => window.comfyAPI?.app?.app?.vueAppReady === true")
         dialog = page.get_by_role("dialog")  # a first start offers templates: the shipped workflows
         dialog.get_by_text("sld_txt2img", exact=True).wait_for()

@@ -1,6 +1,7 @@
 """Samplers: `SLDKSampler` (KSampler plus Safe Latent Diffusion) and, for headless mode, ComfyUI's
 `KSampler`. Both are one call to `sld_core.ksample`."""
 from ..sld_core.sampling_names import SAMPLER_NAMES, SCHEDULER_NAMES
+from .compatibility import check_conditionings
 from .context import in_comfyui, step_callback
 from .sld_inputs import params_from_inputs, sld_inputs
 
@@ -50,6 +51,7 @@ class KSampler:
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0):
         from ..sld_core.ksample import ksample
 
+        check_conditionings(model, positive=positive, negative=negative)
         latent = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                          denoise=denoise, callback=step_callback(), disable_pbar=True)
         return (latent,)
@@ -86,6 +88,7 @@ class SLDKSampler:
 
             return (ksample_native(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                    latent_image, denoise, safety_concept, params),)
+        check_conditionings(model, positive=positive, negative=negative, safety_concept=safety_concept)
         latent = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                          denoise=denoise, safety_concept=safety_concept, sld_params=params,
                          callback=step_callback(), disable_pbar=True)

@@ -4,7 +4,7 @@ own are used): an SDXL prompt with the size, crop and aesthetic-score conditioni
 Same inputs, defaults and CONDITIONING keys as ComfyUI's (``comfy_extras/nodes_clip_sdxl.py``); the
 encoding is `sld_core.models.sdxl_clip`'s.
 """
-from .errors import NodeInputError
+from .compatibility import require_sdxl_base_clip
 from .latent import MAX_RESOLUTION
 
 
@@ -33,9 +33,7 @@ class CLIPTextEncodeSDXL:
     DESCRIPTION = "SDXL text encoding with separate prompts for its two text encoders and size/crop conditioning."
 
     def encode(self, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
-        if not hasattr(clip, "encode_sdxl"):
-            raise NodeInputError("clip", "CLIPTextEncodeSDXL needs the CLIP of an SDXL base checkpoint "
-                                 f"(CLIP-L and OpenCLIP bigG), got a {type(clip).__name__}")
+        require_sdxl_base_clip(clip, "CLIPTextEncodeSDXL")
         return (clip.encode_sdxl(width, height, crop_w, crop_h, target_width, target_height, text_g, text_l),)
 
 

@@ -63,7 +63,10 @@ def load_checkpoint(path, device="auto", dtype=None, compile=False):
     model = Model(unet, schedule, latent_scale=vae.config.scaling_factor,
                   added_conditioning=FAMILIES[family].added_conditioning)
     model.set_execution(ExecutionOptions.for_device(device, compile=compile))
-    return model, make_clip(family, encoders, load_clip_tokenizer(), path.is_dir()), Vae(vae)
+    loaded = model, make_clip(family, encoders, load_clip_tokenizer(), path.is_dir()), Vae(vae)
+    for part in loaded:  # named in errors about mixing checkpoints (nodes/compatibility.py)
+        part.checkpoint, part.family = path.name, family
+    return loaded
 
 
 # --- single files -----------------------------------------------------------------------------------

@@ -129,6 +129,10 @@ class Clip:
     ``projected_pooled``: the pooled output is ``text_embeds`` (through ``text_projection``).
     """
 
+    # Where it was loaded from (`checkpoint.load_checkpoint` sets them), for errors that name it.
+    checkpoint = None  # the file or folder name
+    family = None  # families.FAMILIES key
+
     def __init__(self, tokenizer, text_encoder, layer=-1, final_norm=True, pad="end", projected_pooled=False):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder

@@ -43,6 +43,7 @@ def single_file_parts(path, state):
         prediction, zsnr = single_file_sampling(family, state.keys(), state.__getitem__)
         parts = ldm_to_diffusers({k: v for k, v in state.items() if k not in MARKERS}, family)
         configs = infer_configs(parts, family, prediction)
+        check_vae(path, family, configs)
     except KeyError as missing:
         raise CheckpointError(path, f"not a complete {family} checkpoint: weight {missing} is missing") from None
     except ValueError as err:
@@ -68,6 +69,7 @@ def diffusers_folder_parts(path, read_json, read_weights):
     configs = {part: read_json(path, path / part / "config.json") for part in names}
     if family == "SD1.x" and text_encoder_is_open_clip(configs["text_encoder"]):
         family = "SD2.x"  # a reduced SD2: its UNet's context width is not 1024, its text encoder is OpenCLIP
+    check_vae(path, family, configs)
     parts = {part: read_weights(path, path / part) for part in names}
     scheduler = path / "scheduler" / "scheduler_config.json"
     config = read_json(path, scheduler) if scheduler.is_file() else {}
@@ -81,6 +83,21 @@ def diffusers_folder_parts(path, read_json, read_weights):
     except ValueError as err:
         raise CheckpointError(path, f"scheduler/scheduler_config.json: {err}") from None
     return family, parts, configs, schedule
+
+
+def check_vae(path, family, configs):
+    """Refuse a VAE that does not belong with the UNet, naming what was found: a latent of another
+    channel count (the 16-channel SD3/Flux VAE in an SD file), or a latent scale other than the
+    family's (an SD1.x/SD2.x VAE, 0.18215, in an SDXL folder, 0.13025: colours come out wrong)."""
+    channels = configs["vae"].get("latent_channels", 4)
+    unet_in = configs["unet"].get("in_channels", 4)
+    if unet_in not in (channels, 2 * channels + 1):  # 2c + 1: an inpainting UNet (latent, masked latent, mask)
+        raise CheckpointError(path, f"mismatched VAE: it has {channels} latent channels, the {family} UNet takes "
+                                    f"{unet_in}{' (16 is the SD3/Flux VAE)' if channels == 16 else ''}")
+    scale, expected = configs["vae"].get("scaling_factor", 0.18215), FAMILIES[family].latent_scale
+    if abs(scale - expected) > 1e-6:
+        raise CheckpointError(path, f"mismatched VAE: its scaling_factor is {scale}, {family}'s latents use "
+                                    f"{expected}{' (0.18215 is the SD1.x/SD2.x VAE)' if scale == 0.18215 else ''}")
 
 
 def text_encoder_factory(config, projected):

@@ -23,6 +23,10 @@ class Model:
     with diffusers' ``text_time`` embedding.
     """
 
+    # Where it was loaded from (`checkpoint.load_checkpoint` sets them), for errors that name it.
+    checkpoint = None  # the file or folder name
+    family = None  # families.FAMILIES key
+
     def __init__(self, unet, schedule=None, latent_scale=SD1_LATENT_SCALE, prediction_type=None,
                  added_conditioning=None):
         schedule = schedule or DiscreteSchedule()

@@ -21,6 +21,10 @@ from .families import CLIP_G_SDXL, CLIP_L_SDXL
 class SDXLClip:
     """CLIP-L + bigG (headless ``CLIP`` of an SDXL base checkpoint)."""
 
+    # Where it was loaded from (as on `clip.Clip`).
+    checkpoint = None  # the file or folder name
+    family = None  # families.FAMILIES key
+
     def __init__(self, tokenizer, clip_l_encoder, clip_g_encoder):
         self.clip_l = Clip.for_spec(tokenizer, clip_l_encoder, CLIP_L_SDXL)
         self.clip_g = Clip.for_spec(tokenizer, clip_g_encoder, CLIP_G_SDXL)

@@ -12,6 +12,10 @@ from ..errors import InvalidInputError
 class Vae:
     """diffusers ``AutoencoderKL`` wrapped with ComfyUI's VAE conventions (headless ``VAE``)."""
 
+    # Where it was loaded from (`checkpoint.load_checkpoint` sets them), for errors that name it.
+    checkpoint = None  # the file or folder name
+    family = None  # families.FAMILIES key
+
     def __init__(self, autoencoder):
         self.autoencoder = autoencoder
 

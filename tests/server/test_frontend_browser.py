@@ -146,5 +146,6 @@ def every_node_builds(page, server):
     for name, _, widgets in built:
         spec = described[name]["input"]
         widget_inputs = [n for section in spec.values() for n, s in section.items()
-                         if isinstance(s[0], list) or s[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+                         if (isinstance(s[0], list) or s[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"))
+                         and not (len(s) > 1 and s[1].get("forceInput"))]
         assert widgets >= len(widget_inputs), (name, widgets, widget_inputs)

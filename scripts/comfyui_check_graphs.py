@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 LOADERS = ("CheckpointLoaderSimple", "SLDCheckpointLoader")
-SAMPLERS = ("SLDKSampler", "KSampler")
+SAMPLERS = ("SLDKSampler", "KSampler", "BasicScheduler")  # nodes whose "steps" the check sets
 DEMO_CHECKPOINT = "sld_demo.safetensors"
 LORA_NAME = "sd15_random_lora_seed0.safetensors"
 

@@ -95,6 +95,22 @@ GRAPHS = {
         (10, "SaveImage", ["sld_txt2img_checked"], {"images": (9, 0)}),
     ],
 }
+# The main job as composable blocks (ComfyUI's custom sampling): the seed's noise, SLD as a guider, the
+# sampler and the schedule as separate nodes joined by SamplerCustomAdvanced; it draws sld_txt2img's image.
+p = PRESETS["medium"]
+GRAPHS["sld_custom_sampler"] = common_nodes() + [
+    (5, "EmptyLatentImage", [64, 64, 1], {}),
+    (6, "RandomNoise", [42, "fixed"], {}),
+    (7, "SLDGuider", [DEMO_CFG, "medium", p.guidance_scale, p.warmup_steps, p.threshold, p.momentum_scale,
+                      p.momentum_beta], {"model": (1, 0), "positive": (2, 0), "negative": (3, 0),
+                                         "safety_concept": (4, 0)}),
+    (8, "KSamplerSelect", ["euler"], {}),
+    (9, "BasicScheduler", ["normal", STEPS, 1.0], {"model": (1, 0)}),
+    (10, "SamplerCustomAdvanced", [], {"noise": (6, 0), "guider": (7, 0), "sampler": (8, 0), "sigmas": (9, 0),
+                                       "latent_image": (5, 0)}),
+    (11, "VAEDecode", [], {"samples": (10, 0), "vae": (1, 2)}),
+    (12, "SaveImage", ["sld_custom_sampler"], {"images": (11, 0)}),
+]
 # SDXL base as users run it: ComfyUI's own Load Checkpoint and CLIP Text Encode (its size conditioning
 # then defaults to the latent's 1024x1024, as in ComfyUI's SDXL examples), the paper's safety concept,
 # SLD Medium at the steps its presets were made for. tests/headless/test_sdxl_workflow.py runs it on a

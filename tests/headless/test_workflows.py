@@ -24,7 +24,7 @@ def pixels(path):
 # Every UI file, and the API files whose run is cheap (img2img's finds workflows/input/ from api/);
 # the compare API file runs in its demonstration test below, through the same executor.
 @pytest.mark.parametrize("name, fmt", [("sld_txt2img", "ui"), ("sld_compare", "ui"), ("sld_img2img", "ui"),
-                                       ("sld_txt2img", "api"), ("sld_img2img", "api")])
+                                       ("sld_custom_sampler", "ui"), ("sld_txt2img", "api"), ("sld_img2img", "api")])
 def test_workflow_runs_and_its_png_reproduces_it(tmp_path, wf, name, fmt):
     """`sld run FILE` writes one PNG whose `prompt` chunk is the API graph and, from a UI file, whose
     `workflow` chunk is the UI graph; `sld run` on the PNG of a UI run gives the same pixels."""
@@ -245,3 +245,11 @@ def test_nodes_command(wf):
     assert code == 0 and "sld_preset" in out and "min 1, max 10000" in out
     code, _, err = wf.cli("nodes", "Nope")
     assert code == 2 and "Nope" in err
+
+
+def test_the_custom_sampler_workflow_draws_the_main_jobs_image(session):
+    """sld_custom_sampler is the main job as composable blocks (RandomNoise, SLDGuider, KSamplerSelect,
+    BasicScheduler → SamplerCustomAdvanced): the same pixels as sld_txt2img's SLDKSampler."""
+    _, [blocks] = saved_images(session, shipped("sld_custom_sampler"))
+    _, [main_job] = saved_images(session, shipped("sld_txt2img"))
+    assert np.array_equal(blocks, main_job)

@@ -4,7 +4,7 @@ ComfyUI recognises SDXL by its exact layer sizes, so checks against a real Comfy
 benchmark (bench/bench_sdxl.py) need the full-size model (UNet 2.57 G, CLIP-L 123 M, OpenCLIP bigG
 695 M, VAE 84 M parameters: about 6.9 GB in float16). Nothing is built in memory: the tensor names and
 shapes come from the modules built on the meta device and sld_core's key map (`diffusers_to_ldm`), and
-each tensor is drawn and written to the file on its own, so the process stays at a few hundred MB.
+each tensor is drawn and written to the file on its own, so the process stays well under 1 GB.
 
     python scripts/make_random_sdxl.py OUT.safetensors [--seed 0]
 

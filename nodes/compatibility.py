@@ -1,8 +1,9 @@
 """Refusals of headless objects that do not fit together, in one line naming the input, the checkpoint
 and what was found, before anything runs:
 
-* a conditioning from another family's CLIP given to a sampler (the SDXL base's prompt to the refiner's
-  model, an SD1.x prompt to SDXL, ...): its embedding width, or its pooled output, is not the model's;
+* a conditioning from another family's CLIP given to a sampler or guider node (the SDXL base's prompt
+  to the refiner's model, an SD1.x prompt to SDXL, ...): its embedding width, or its pooled output, is
+  not the model's;
 * a CLIP in a base-only slot: `CLIPTextEncodeSDXL` takes the SDXL base's CLIP (CLIP-L and OpenCLIP
   bigG); the refiner's has bigG only (`CLIPTextEncodeSDXLRefiner` is its encoder).
 

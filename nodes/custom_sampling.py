@@ -6,6 +6,7 @@ The values between them are sld_core's: a NOISE is `noise.RandomNoise`/`noise.No
 `guiders` guider, a SAMPLER a `samplers` function, SIGMAS a 1-D float tensor ending in 0.
 """
 from ..sld_core.sampling_names import SAMPLER_NAMES, SCHEDULER_NAMES
+from .compatibility import check_conditionings
 from .context import in_comfyui, step_callback
 from .sampling import ksampler_inputs
 from .sld_inputs import params_from_inputs, sld_inputs
@@ -40,6 +41,7 @@ class KSamplerAdvanced:
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0):
         from ..sld_core.ksample import ksample
 
+        check_conditionings(model, positive=positive, negative=negative)
         latent = ksample(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                          denoise=denoise, add_noise=add_noise == "enable", start_step=start_at_step,
                          last_step=end_at_step, force_full_denoise=return_with_leftover_noise != "enable",
@@ -67,6 +69,7 @@ class SamplerCustom:
         from ..sld_core.guiders import CFGGuider
         from ..sld_core.noise import NoNoise, RandomNoise
 
+        check_conditionings(model, positive=positive, negative=negative)
         noise = RandomNoise(noise_seed) if add_noise else NoNoise()
         return _sample(noise, CFGGuider(model, positive, negative, cfg), sampler, sigmas, latent_image, noise_seed)
 
@@ -243,6 +246,7 @@ class CFGGuider:
     def get_guider(self, model, positive, negative, cfg):
         from ..sld_core import guiders
 
+        check_conditionings(model, positive=positive, negative=negative)
         return (guiders.CFGGuider(model, positive, negative, cfg),)
 
 
@@ -260,6 +264,7 @@ class BasicGuider:
     def get_guider(self, model, conditioning):
         from ..sld_core import guiders
 
+        check_conditionings(model, conditioning=conditioning)
         return (guiders.BasicGuider(model, conditioning),)
 
 
@@ -300,4 +305,5 @@ class SLDGuider:
             from .comfy_bridge import make_guider
 
             return (make_guider(model, positive, negative, safety_concept, cfg, params),)
+        check_conditionings(model, positive=positive, negative=negative, safety_concept=safety_concept)
         return (guiders.SLDGuider(model, positive, negative, safety_concept, cfg, params),)

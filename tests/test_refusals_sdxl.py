@@ -112,6 +112,30 @@ def test_an_sd2_prompt_given_to_the_refiner_has_the_wrong_pooled_output(tmp_path
             f"wide); this one has a pooled output {tiny_families.H_WIDTH} wide") in line
 
 
+NODES = {  # node class → a call with (model, conditioning) in its positive-like input
+    "KSamplerAdvanced": lambda node, m, c: node.sample(m, "enable", 0, 2, 5.0, "euler", "normal", c, c,
+                                                        {"samples": torch.zeros(1, 4, 8, 8)}, 0, 2, "disable"),
+    "SamplerCustom": lambda node, m, c: node.sample(m, True, 0, 5.0, c, c, None, torch.tensor([1.0, 0.0]),
+                                                     {"samples": torch.zeros(1, 4, 8, 8)}),
+    "CFGGuider": lambda node, m, c: node.get_guider(m, c, c, 5.0),
+    "BasicGuider": lambda node, m, c: node.get_guider(m, c),
+    "SLDGuider": lambda node, m, c: node.get_guider(m, c, c, 5.0, c, "max", 1000.0, 0, 0.01, 0.3, 0.4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NODES))
+def test_the_composable_sampling_nodes_refuse_the_base_prompt_for_the_refiner(models, name):
+    from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS
+    from comfyui_sld.nodes.errors import NodeInputError
+    from comfyui_sld.sld_core.models.checkpoint import load_checkpoint
+
+    refiner, _, _ = load_checkpoint(models / "checkpoints" / REFINER, device="cpu")
+    _, base_clip, _ = load_checkpoint(models / "checkpoints" / BASE, device="cpu")
+    with pytest.raises(NodeInputError, match=f"cannot condition '{REFINER}' \\(SDXL refiner\\)") as error:
+        NODES[name](HEADLESS_NODE_CLASS_MAPPINGS[name](), refiner, base_clip.encode("a castle"))
+    assert error.value.input_name in ("positive", "conditioning")
+
+
 def test_a_checkpoint_with_a_16_channel_vae_is_refused_when_it_loads(tmp_path, capsys, models):
     workflow = graph(["b", 0], encode(["b", 1]), encode(["b", 1]))
     workflow["b"]["inputs"]["ckpt_name"] = "sdxl_with_flux_vae.safetensors"

@@ -178,7 +178,6 @@ def run(args):
     from ..sld_core.device import precision_dtype, resolve_device
     from ..sld_core.evaluation import EvalSettings, evaluate, read_prompts
     from ..sld_core.evaluation.protocols import NUDITY, protocol_options, protocol_report
-    from ..sld_core.models.checkpoint import load_checkpoint
 
     models = model_folders(args)
     checkpoint = args.checkpoint or DEMO_NAME
@@ -214,6 +213,8 @@ def run(args):
         records = evaluate_on_ray(spec, prompts, settings, args.out, address=args.ray, workers=args.workers,
                                   progress=progress)
     else:
+        from ..sld_core.models.checkpoint import load_checkpoint  # diffusers: not needed by a Ray driver
+
         device = resolve_device(args.device)
         prepare_process(device, args.precision)
         model, clip, vae = load_checkpoint(path, device=device, dtype=precision_dtype(args.precision, device),

@@ -5,7 +5,8 @@ UI→API conversion follows the ComfyUI frontend's graphToPrompt: muted (mode 2)
 (notes, reroutes, primitives) are left out, links through reroutes and bypassed (mode 4) nodes are
 followed to the real source, and `widgets_values` are read positionally over the node's widget inputs
 (required then optional), skipping the extra `control_after_generate` value the frontend stores after
-a seed widget; trailing extras such as LoadImage's upload-button value are ignored.
+a seed widget; trailing extras such as LoadImage's upload-button value are ignored. Subgraph instances
+are first expanded into their inner nodes (subgraphs.py), with execution ids such as "5:3".
 """
 import copy
 import json
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from . import subgraphs
 from .errors import WorkflowError
 
 MUTED, BYPASSED = 2, 4
@@ -172,19 +174,15 @@ def _is_control(value):
 
 def ui_to_api(ui, registry):
     """Convert a UI-format workflow into an API-format prompt (see the module docstring)."""
+    ui, promoted = subgraphs.expand(ui)  # subgraph instances become their inner nodes, ids "5:3"
     nodes = _ui_nodes(ui["nodes"])
     links, malformed = _links(ui.get("links"))
-    definitions = ui.get("definitions") if isinstance(ui.get("definitions"), dict) else {}
-    subgraphs = definitions.get("subgraphs") if isinstance(definitions.get("subgraphs"), list) else []
-    subgraphs = {s["id"] for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)}
     prompt = {}
     for node_id, node in nodes.items():
         if node["type"] in VIRTUAL_NODES or node.get("mode", 0) in (MUTED, BYPASSED):
             continue
-        if node["type"] in subgraphs:
-            raise WorkflowError(node_id, None, "subgraph nodes are not supported headless yet; "
-                                               "unpack the subgraph in ComfyUI (right-click → Unpack Subgraph) first")
         inputs = _widget_values(node_id, node, registry.get(node["type"]))
+        inputs.update({name: _wrap(value) for name, value in promoted.get(node_id, {}).items()})
         for slot in node["inputs"]:
             if slot.get("link") is None:
                 continue
@@ -334,6 +332,8 @@ def parse_override(text):
 def set_input(workflow, node_id, input_name, value, registry):
     """Override a widget value in the prompt and, for UI workflows, in the stored UI graph too (so the
     `workflow` metadata of the result reproduces it in ComfyUI)."""
+    if workflow.ui is not None and subgraphs.set_input(workflow, node_id, input_name, value, registry):
+        return  # a widget promoted to a subgraph node
     node = workflow.prompt.get(node_id)
     if not isinstance(node, dict):
         raise WorkflowError(node_id, input_name, f"--set: the workflow has no node {node_id}")

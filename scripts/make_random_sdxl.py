@@ -1,4 +1,5 @@
-"""Write a seeded random-weight checkpoint with the full SDXL base 1.0 architecture, in float16.
+"""Write a seeded random-weight checkpoint with the full SDXL base 1.0 (or, with --family sd2-768-v,
+SD2.1 768-v) architecture, in float16.
 
 ComfyUI recognises SDXL by its exact layer sizes, so checks against a real ComfyUI and the SDXL
 benchmark (bench/bench_sdxl.py) need the full-size model (UNet 2.57 G, CLIP-L 123 M, OpenCLIP bigG
@@ -6,12 +7,14 @@ benchmark (bench/bench_sdxl.py) need the full-size model (UNet 2.57 G, CLIP-L 12
 shapes come from the modules built on the meta device and sld_core's key map (`diffusers_to_ldm`), and
 each tensor is drawn and written to the file on its own, so the process stays well under 1 GB.
 
-    python scripts/make_random_sdxl.py OUT.safetensors [--seed 0]
+    python scripts/make_random_sdxl.py OUT.safetensors [--seed 0] [--family sdxl|sd2-768-v]
 
 The weights: each ≥2-D tensor uniform in ±1/√fan_in (the scale of PyTorch's default init, so activations
 neither blow up nor vanish in float16), 1-D weights (norm scales) 1, biases 0; tensor i is drawn from
 its own generator seeded with (seed, i), so the file is the same on every machine. The images it makes
-are noise, but the same noise in ComfyUI, in `sld run` and in diffusers.
+are noise, but the same noise in ComfyUI, in `sld run` and in diffusers. An SD2 file says it is
+v-prediction the way ComfyUI (and sld_core) read it from a single file: one norm bias of the last
+output block (`V_MARKER`) is drawn with a standard deviation above 0.09 instead of being 0.
 """
 import argparse
 import json
@@ -33,6 +36,22 @@ def config(name):
 
 FULL_SIZE = {"unet": "sdxl_unet.json", "vae": "sdxl_vae.json", "text_encoder": "sd15_text_encoder.json",
              "text_encoder_2": "sdxl_text_encoder_2.json"}
+SD2_FULL_SIZE = {"unet": "sd2_unet.json", "vae": "sd15_vae.json", "text_encoder": "sd2_text_encoder.json"}
+V_MARKER = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+
+def sd2_layout():
+    """[(key, shape)] of an SD2.x single file (OpenCLIP ViT-H text tower), sorted by key."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    configs = {part: config(name) for part, name in SD2_FULL_SIZE.items()}
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(configs["unet"])
+        vae = AutoencoderKL.from_config(configs["vae"])
+        clip_h = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder"]))
+    ldm = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), clip_h.state_dict(), "SD2.x")
+    return sorted((key, tuple(tensor.shape)) for key, tensor in ldm.items())
 
 
 def layout(configs=None):
@@ -52,8 +71,10 @@ def layout(configs=None):
     return sorted((key, tuple(tensor.shape)) for key, tensor in ldm.items())
 
 
-def draw(key, shape, seed, index):
+def draw(key, shape, seed, index, v_prediction=False):
     """Tensor `index` of the file, float32: see the module docstring for the rule."""
+    if key == V_MARKER and v_prediction:
+        return torch.empty(shape).uniform_(-0.25, 0.25, generator=torch.Generator().manual_seed(seed))
     if len(shape) < 2:
         return torch.ones(shape) if key.endswith("weight") else torch.zeros(shape)  # norm scales, biases
     generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
@@ -61,7 +82,7 @@ def draw(key, shape, seed, index):
     return torch.empty(shape).uniform_(-bound, bound, generator=generator)
 
 
-def write(path, entries, seed=0):
+def write(path, entries, seed=0, v_prediction=False):
     """A .safetensors file of float16 tensors `entries` [(key, shape)], each drawn and written on its
     own (the format: an 8-byte little-endian header size, a JSON header of dtypes, shapes and byte
     offsets, then the tensors' bytes in that order); written to a temporary name, then renamed."""
@@ -78,7 +99,7 @@ def write(path, entries, seed=0):
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for index, (key, shape) in enumerate(entries):
-            f.write(draw(key, shape, seed, index).to(torch.float16).numpy().tobytes())
+            f.write(draw(key, shape, seed, index, v_prediction).to(torch.float16).numpy().tobytes())
     os.replace(tmp, path)
     return offset
 
@@ -87,9 +108,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="output .safetensors path")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=("sdxl", "sd2-768-v"), default="sdxl")
     args = parser.parse_args(argv)
-    entries = layout()
-    size = write(args.out, entries, args.seed)
+    sd2 = args.family == "sd2-768-v"
+    entries = sd2_layout() if sd2 else layout()
+    size = write(args.out, entries, args.seed, v_prediction=sd2)
     print(f"{args.out}: {len(entries)} tensors, {size / 2**30:.2f} GiB (seed {args.seed})")
 
 

@@ -395,3 +395,21 @@ def _write_widget(node, input_name, value, cls):
         values[input_name] = value
     elif isinstance(values, list) and cls is not None and input_name in widget_slots(cls, values):
         values[widget_slots(cls, values)[input_name]] = value
+
+
+def located(error, ui):
+    """A WorkflowError about an inner node ("10:7:3"), said of the node on the canvas (10) with the
+    path of subgraphs to it; other errors as they are."""
+    node_id = error.node_id
+    if not isinstance(node_id, str) or ":" not in node_id or not isinstance(ui.get("nodes"), list):
+        return error
+    subgraphs, names, node = definitions(ui), [], None
+    parts = node_id.split(":")
+    for depth in range(1, len(parts)):
+        node = _ui_node(ui, ":".join(parts[:depth]))
+        subgraph = subgraphs.get(node.get("type")) if isinstance(node, dict) else None
+        if subgraph is None:
+            return error
+        names.append(repr(subgraph["name"]) if isinstance(subgraph.get("name"), str) else subgraph["id"])
+    where = f"subgraph {' › '.join(names)}, inner node {node_id}" + (f", input {error.input_name!r}" if error.input_name else "")
+    return WorkflowError(parts[0], None, f"{where}: {error.message}")

@@ -174,7 +174,14 @@ def _is_control(value):
 
 def ui_to_api(ui, registry):
     """Convert a UI-format workflow into an API-format prompt (see the module docstring)."""
-    ui, promoted = subgraphs.expand(ui)  # subgraph instances become their inner nodes, ids "5:3"
+    flat, promoted = subgraphs.expand(ui)  # subgraph instances become their inner nodes, ids "5:3"
+    try:
+        return _flat_to_api(flat, promoted, registry)
+    except WorkflowError as error:  # one about an inner node names the node on the canvas
+        raise subgraphs.located(error, ui) from None
+
+
+def _flat_to_api(ui, promoted, registry):
     nodes = _ui_nodes(ui["nodes"])
     links, malformed = _links(ui.get("links"))
     prompt = {}

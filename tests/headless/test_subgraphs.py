@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from PIL import Image
 
 from comfyui_sld.headless.errors import WorkflowError
@@ -235,3 +238,56 @@ def test_set_on_inner_nodes_and_promoted_widgets():
             set_input(workflow, node_id, name, 1, REGISTRY)
         assert (info.value.node_id, info.value.input_name) == (node_id, name) and expected in info.value.message
     assert inner_node(workflow.ui, OUTER, 7)["widgets_values"] == [123]  # a refused --set changes nothing
+
+
+# --- the nested file broken at random: a WorkflowError naming a node of the canvas, or a prompt ------
+
+JUNK = [None, -10, -20, 0, 3, 99, "x", "", [], {}, [1, 2], {"id": 1}, True, 1.5, OUTER, INNER]
+
+
+@st.composite
+def broken_nested(draw):
+    """The nested fixture with 1-3 values inside its definitions (or its instance) replaced or removed."""
+    ui = nested()
+    for _ in range(draw(st.integers(1, 3))):
+        try:
+            _break_one(draw, ui)
+        except (KeyError, TypeError, AttributeError, IndexError, InvalidArgument):
+            pass  # an earlier change removed what this one would pick
+    return ui
+
+
+def _break_one(draw, ui):
+    where = draw(st.sampled_from(["instance", "definition", "node", "slot", "link", "io"]))
+    subgraph = draw(st.sampled_from(ui["definitions"]["subgraphs"]))
+    if where == "instance":
+        target = ui["nodes"][5]
+    elif where == "definition":
+        target = subgraph
+    elif where == "node":
+        target = draw(st.sampled_from(subgraph["nodes"]))
+    elif where == "slot":
+        node = draw(st.sampled_from(subgraph["nodes"]))
+        target = draw(st.sampled_from(node["inputs"])) if node["inputs"] else node
+    elif where == "link":
+        target = draw(st.sampled_from(subgraph["links"]))
+    else:
+        target = draw(st.sampled_from(subgraph["inputs"] + subgraph["outputs"]))
+    key = draw(st.sampled_from(sorted(target)))
+    if draw(st.booleans()):
+        target[key] = draw(st.sampled_from(JUNK))
+    else:
+        del target[key]
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(broken_nested())
+def test_broken_subgraphs_are_refused_naming_a_visible_node(ui):
+    top = {str(n.get("id")) for n in ui["nodes"]}
+    try:
+        prompt = ui_to_api(ui, REGISTRY)
+    except WorkflowError as error:
+        named = error.node_id in top or (error.node_id is None and error.message.startswith("nodes["))
+        assert named and "\n" not in str(error), str(error)
+        return
+    assert all(node_id in top or node_id.split(":")[0] in top for node_id in prompt)

@@ -49,7 +49,8 @@ def _flatten(ui):
     subgraphs = definitions(ui)
     nodes = ui.get("nodes")
     _refuse_group_nodes(nodes)
-    if not isinstance(nodes, list) or not any(isinstance(n, dict) and _is_instance(n.get("type"), subgraphs) for n in nodes):
+    if not isinstance(nodes, list) or not any(isinstance(n, dict) and _is_instance(n.get("type"), subgraphs)
+                                              for n in nodes):
         return None
     flat = _Flattener(subgraphs)
     flat.graph(nodes, ui.get("links"), prefix="", feeds=None, context=None)
@@ -163,8 +164,9 @@ class _Flattener:
         if origin != INPUT_NODE:
             return ("link", local[link])
         if origin_slot >= len(context.subgraph["inputs"]) or origin_slot < 0:
+            count = len(context.subgraph["inputs"])
             raise context.error(flat_id, slot.get("name"), f"its link {link} comes from subgraph input {origin_slot}, "
-                                                           f"but the subgraph has {len(context.subgraph['inputs'])} inputs")
+                                                           f"but the subgraph has {count} inputs")
         return feeds.get(context.subgraph["inputs"][origin_slot]["name"])
 
     # -- an instance -----------------------------------------------------------------------------------
@@ -180,9 +182,9 @@ class _Flattener:
         inner = _Context(root_id, names + [name], None, None)
         if node["type"] in self.stack or len(self.stack) >= MAX_DEPTH:
             chain = " › ".join(repr(self._name(s)) for s in self.stack + [node["type"]])
-            problem = (f"the subgraph contains itself ({chain})" if node["type"] in self.stack
-                       else f"subgraphs nested more than {MAX_DEPTH} deep")
-            raise inner.error(problem=problem)
+            problem = (f"an instance of {name!r}, so the subgraph contains itself ({chain})"
+                       if node["type"] in self.stack else f"subgraphs nested more than {MAX_DEPTH} deep")
+            raise context.error(flat_id, problem=problem)  # never at the root: the stack is empty there
         if node["type"] not in self.checked:
             self.checked[node["type"]] = _checked_definition(definition, inner)
         inner.subgraph = self.checked[node["type"]]
@@ -303,7 +305,8 @@ def _checked_definition(definition, context):
                "node_ids": {str(n["id"]) for n in nodes if isinstance(n, dict) and _is_id(n.get("id"))}}
     for side in ("inputs", "outputs"):
         slots = definition.get(side) if definition.get(side) is not None else []
-        if not isinstance(slots, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in slots):
+        named = isinstance(slots, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in slots)
+        if not named:
             raise context.error(problem=f"its {side} must be a list of named slots, got {slots!r:.80}")
         for slot in slots:
             ids = slot.get("linkIds") if slot.get("linkIds") is not None else []
@@ -426,5 +429,6 @@ def located(error, ui):
         if subgraph is None:
             return error
         names.append(repr(subgraph["name"]) if isinstance(subgraph.get("name"), str) else subgraph["id"])
-    where = f"subgraph {' › '.join(names)}, inner node {node_id}" + (f", input {error.input_name!r}" if error.input_name else "")
+    where = f"subgraph {' › '.join(names)}, inner node {node_id}"
+    where += f", input {error.input_name!r}" if error.input_name else ""
     return WorkflowError(parts[0], None, f"{where}: {error.message}")

@@ -113,7 +113,8 @@ def test_two_instances_of_one_subgraph_get_their_own_ids():
     second.update(id=11, widgets_values=[43])
     second["outputs"][0]["links"] = [12]
     ui["nodes"].append(second)
-    ui["nodes"].append({"id": 12, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 12}],
+    ui["nodes"].append({"id": 12, "type": "PreviewImage", "mode": 0,
+                        "inputs": [{"name": "images", "type": "IMAGE", "link": 12}],
                         "outputs": []})
     ui["links"].append([12, 11, 0, 12, 0, "IMAGE"])
     prompt = ui_to_api(ui, REGISTRY)
@@ -166,7 +167,8 @@ def test_instance_input_index_with_no_subgraph_input():
     ui = nested()
     ui["nodes"][5]["inputs"][0]["name"] = "unet"  # a connected input the definition does not have
     error = invalid(ui)
-    assert error.node_id == "10" and "input 'unet' is connected, but the subgraph has no input of that name" in error.message
+    assert error.node_id == "10"
+    assert "input 'unet' is connected, but the subgraph has no input of that name" in error.message
 
 
 @pytest.mark.parametrize("direct", [True, False])
@@ -175,8 +177,10 @@ def test_recursion(direct):
     inner = inner_node(ui, INNER, 3)
     inner["type"] = INNER if direct else OUTER  # the sampler replaced by the subgraph itself, or by its parent
     error = invalid(ui)
-    chain = "'Generate' › 'Sample and decode' › " + ("'Sample and decode'" if direct else "'Generate'")
-    assert error.node_id == "10" and f"the subgraph contains itself ({chain})" in error.message
+    name = "'Sample and decode'" if direct else "'Generate'"
+    assert error.node_id == "10" and error.message == (
+        f"subgraph 'Generate' › 'Sample and decode', inner node 10:7:3: an instance of {name}, so the subgraph "
+        f"contains itself ('Generate' › 'Sample and decode' › {name})")
 
 
 def test_dangling_output_only_matters_when_used():
@@ -230,7 +234,7 @@ def test_set_on_inner_nodes_and_promoted_widgets():
     set_input(workflow, "10", "seed", 5, REGISTRY)  # the promoted widget, on the instance
     assert workflow.prompt[SAMPLER]["inputs"]["seed"] == 5 and workflow.ui["nodes"][5]["widgets_values"] == [5]
     for node_id, name, expected in [
-        (SAMPLER, "seed", "takes its value from the widget 'seed' of subgraph node 10; set that one: --set 10.seed=..."),
+        (SAMPLER, "seed", "takes its value from the widget 'seed' of subgraph node 10; set that one: --set 10.seed="),
         ("10", "steps", "subgraph node 10 has no promoted widget 'steps'; its promoted widgets: seed"),
         ("10:7", "seed", "this promoted widget feeds nothing: the instance's input is connected"),
     ]:

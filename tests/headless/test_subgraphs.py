@@ -63,6 +63,12 @@ def test_nested_subgraph_gives_the_flattened_twins_prompt():
     assert renamed(prompt, {SAMPLER: "6", DECODE: "7"}) == json.loads(TWIN_API.read_text())
 
 
+def test_an_inner_instance_output_used_inside_its_parent():
+    ui = nested()
+    inner_node(ui, OUTER, 12)["mode"] = 0  # the preview inside 'Generate', fed by the inner instance's output
+    assert ui_to_api(ui, REGISTRY)["10:12"] == {"class_type": "PreviewImage", "inputs": {"images": [DECODE, 0]}}
+
+
 def test_promoted_values_count_only_when_the_instance_stores_them_all():
     ui = nested()
     ui["nodes"][5]["widgets_values"] = []  # the outer instance stores no promoted value: the inner one's stands

@@ -111,10 +111,10 @@ class _Flattener:
                     self.nodes.append(node)
                     continue
                 raise context.error(problem=f"nodes[{index}] has no id: {node!r:.80}")
-            if context is not None and str(node["id"]) in seen:
-                raise context.error(node["id"], problem="two inner nodes have this id")
-            seen.add(str(node["id"]))
             flat_id = f"{prefix}{node['id']}"
+            if context is not None and flat_id in seen:
+                raise context.error(flat_id, problem="two inner nodes have this id")
+            seen.add(flat_id)
             slots = node.get("inputs") or []
             if not isinstance(slots, list) or not all(isinstance(slot, dict) for slot in slots):
                 if context is None:

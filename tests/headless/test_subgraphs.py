@@ -159,6 +159,12 @@ def test_dangling_link_inside():
                              "its link 99 is not in the subgraph's links (a dangling link)")
 
 
+def test_two_inner_nodes_with_one_id():
+    ui = nested()
+    inner_node(ui, OUTER, 12)["id"] = 9  # the muted preview takes the reroute's id
+    assert invalid(ui).message == "subgraph 'Generate', inner node 10:9: two inner nodes have this id"
+
+
 def test_link_from_a_node_that_is_not_there():
     ui = nested()
     definition(ui, INNER)["links"][6]["origin_id"] = 77

@@ -80,7 +80,7 @@ def test_schema_1_links_and_old_seed_control():
     assert widget_slots(REGISTRY["KSampler"], [7, True, 4, 6.5, "euler", "karras", 1.0])["steps"] == 2
 
 
-def test_subgraphs_are_refused_clearly():
+def test_a_subgraph_definition_without_nodes_is_refused_naming_its_instance():
     ui = ui_graph()
     ui["definitions"] = {"subgraphs": [{"id": "a1b2"}]}
     ui["nodes"].append(node(20, "a1b2", []))

@@ -116,9 +116,10 @@ class Server:
         raise AssertionError(f"prompt {prompt_id} did not finish:\n{self.logs()}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory):
-    """A plain server shared by a test module (no policy, no token)."""
+    """A plain server (no policy, no token) shared by every test module here that needs one: each start
+    and stop costs seconds. Tests must not depend on what others left in its history or folders."""
     srv = Server(tmp_path_factory.mktemp("serve"))
     yield srv
     srv.stop()

@@ -4,6 +4,7 @@ byte; a websocket-client script written after ComfyUI's websockets_api_example.p
 message sequence; the executor's cache carries over between prompts."""
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import websocket
@@ -29,10 +30,11 @@ def test_comfy_api_simplified_images_equal_sld_run(server, tmp_path, name):
     output_title = next(n["_meta"]["title"] for n in prompt.values() if n["class_type"] == "SaveImage")
 
     api = ComfyApiWrapper(server.url)
-    images = api.queue_and_wait_images(ComfyWorkflowWrapper(str(workflow_file)), output_title)
-
-    assert sld(["run", str(workflow_file), "--output-dir", str(tmp_path / "run"), "--input-dir", str(server.input),
-                "--device", "cpu", "--quiet"]) == 0
+    with ThreadPoolExecutor(1) as pool:  # the server runs the prompt while `sld run` runs here (half the wall time)
+        served = pool.submit(api.queue_and_wait_images, ComfyWorkflowWrapper(str(workflow_file)), output_title)
+        assert sld(["run", str(workflow_file), "--output-dir", str(tmp_path / "run"), "--input-dir", str(server.input),
+                    "--device", "cpu", "--quiet"]) == 0
+        images = served.result()
     expected = [p.read_bytes() for p in sorted((tmp_path / "run").glob("*.png"))]
     assert expected and all(served_name.startswith(name) for served_name in images)
     assert [images[k] for k in sorted(images)] == expected  # PNG bytes, text chunks included

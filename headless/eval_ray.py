@@ -151,10 +151,10 @@ def evaluate_on_ray(spec, prompts, settings, out_dir, address="auto", workers=No
     from ..sld_core.evaluation.run import finished, plan
     from ..sld_core.progress import progress_bar
 
+    ray = _import_ray()  # before anything is written: without Ray, nothing to resume
     results, todo = plan(prompts, settings, out_dir)
     if not todo:
         return finished(results, prompts, settings)
-    ray = _import_ray()
     spec = WorkerSpec(**{**spec.__dict__, "checkpoint": _absolute(spec.checkpoint),
                          "classifier_path": _absolute(spec.classifier_path)})
     connected = connect(address)

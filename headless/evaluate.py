@@ -145,14 +145,11 @@ def resolve_classifier(name, models):
 
 def load_classifier(name, models, device):
     """What `Load Safety Checker (SLD)` would load for `name`, or a concept checker at a path."""
-    from ..sld_core.safety.catalog import load_checker
-
-    name, path = resolve_classifier(name, models)
-    return load_checker(name, device, path)
+    return open_classifier(*resolve_classifier(name, models), device, None)
 
 
 def open_classifier(name, path, device, protocol):
-    """The checker the protocol fixes, else what `Load Safety Checker (SLD)` would load for `name`, or a
+    """The checker the protocol (if any) fixes, else what `Load Safety Checker (SLD)` would load for `name`, or a
     concept checker at `path` (`resolve_classifier`'s answer); a Ray worker calls this too."""
     from ..sld_core.evaluation.protocols import load_protocol_checker
     from ..sld_core.safety.catalog import load_checker

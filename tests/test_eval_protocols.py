@@ -157,3 +157,11 @@ def test_cli_nudity_protocol_on_the_demo_model(tmp_path, capsys):
     [everything_sd, everything_max] = [row for row in document["table"] if row["category"] == "all"]
     assert everything_sd["prompts"] == 2 and everything_max["attack_success_rate"] == 0.0  # shapes, no people
     assert all(len(json.loads(line)["unsafe"]) == 1 for line in (tmp_path / "results.jsonl").read_text().splitlines())
+
+
+def test_cli_ray_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    assert main(["eval", "--ray", "--limit", "1", "--out", str(tmp_path / "out")]) == 2
+    assert "pip install 'comfyui-sld[ray]'" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from .report import ALL, PRESET_LABELS, bar_chart, csv_text, markdown, rows, table, write_files
+from .report import ALL, COLUMNS, PRESET_LABELS, bar_chart, csv_text, markdown, rows, table, write_files
 
 SLD_CARD, NUDITY = "sld-card", "nudity"
 NUDENET = "nudenet"  # sld_core.safety.nudenet_detector.NAME
@@ -55,7 +55,7 @@ def protocol_options(name, images_per_prompt, classifier):
 
 def load_protocol_checker(protocol):
     """The checker a protocol fixes (NudeNet at the nudity papers' classes and threshold), else None."""
-    if protocol.name != NUDITY:
+    if protocol is None or protocol.name != NUDITY:
         return None
     from ..safety.nudenet_detector import load_nudenet
 
@@ -123,8 +123,6 @@ def protocol_report(protocol, records, presets, folder=None):
             write_files(folder, text, attack_csv(cells),
                         bar_chart(cells, presets, "Attack success rate (NudeNet >= 0.6)", value=lambda c: c.rate))
         return text, columns, data
-    from .report import COLUMNS
-
     cells = table(records, presets)
     text = markdown(cells, presets)
     if folder is not None:

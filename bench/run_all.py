@@ -47,6 +47,8 @@ SUITES = {
                     for case, reps in (("main", "5"), ("fp32-folder", "5"), ("fp16-file", "3"))],
         # sld serve against the in-process executor (demo model), then the load test of issue 20
         "serve": [["bench_serve.py"], ["bench_serve.py", "--load", "8x25"]],
+        # full-size SDXL (random, ~14 GiB in float32): ours vs StableDiffusionXLPipeline, SLD vs CFG
+        "sdxl": [["bench_sdxl.py", "--size", "256", "--steps", "20", "--reps", "3"]],
     },
     "cuda": {
         "kernel": [["bench_guidance_kernel.py", "--device", "cuda", "--calls", "200"]],
@@ -56,6 +58,7 @@ SUITES = {
             for batch in ("3", "12")
         ],
         "parts": [["bench_cuda_parts.py", "--size", "512", "--images", "1,4"]],
+        "sdxl": [["bench_sdxl.py", "--device", "cuda", "--size", "1024", "--steps", "30", "--reps", "3"]],
         "pipeline": [
             ["bench_sld_vs_diffusers.py", "--device", "cuda", "--size", "512", "--steps", steps, "--batch", batch,
              "--preset", "medium", "--reps", "6", "--variants", variants, "--unet-floor"]

@@ -66,17 +66,16 @@ class EvalWorker:
         import torch
 
         from ..sld_core.device import precision_dtype, resolve_device
-        from ..sld_core.evaluation.protocols import PROTOCOLS
+        from ..sld_core.evaluation.protocols import PROTOCOLS, load_judge
         from ..sld_core.evaluation.run import text_encoder
         from ..sld_core.models.checkpoint import load_checkpoint
-        from .evaluate import open_classifier
         from .process import prepare_process
 
         device = resolve_device(spec.device)
         if device.type == "cpu":
             torch.set_num_threads(threads)
         prepare_process(device, spec.precision)
-        self.checker = open_classifier(spec.classifier, spec.classifier_path, device, PROTOCOLS[spec.protocol])
+        self.checker = load_judge(spec.classifier, spec.classifier_path, device, PROTOCOLS[spec.protocol])
         self.model, clip, self.vae = load_checkpoint(Path(spec.checkpoint), device=device,
                                                      dtype=precision_dtype(spec.precision, device), compile=spec.compile)
         self.clip, self.encoded, self.settings = clip, text_encoder(clip), settings

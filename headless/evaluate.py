@@ -145,27 +145,9 @@ def resolve_classifier(name, models):
 
 def load_classifier(name, models, device):
     """What `Load Safety Checker (SLD)` would load for `name`, or a concept checker at a path."""
-    return open_classifier(*resolve_classifier(name, models), device, None)
+    from ..sld_core.evaluation.protocols import load_judge
 
-
-def open_classifier(name, path, device, protocol):
-    """The checker the protocol (if any) fixes, else what `Load Safety Checker (SLD)` would load for `name`, or a
-    concept checker at `path` (`resolve_classifier`'s answer); a Ray worker calls this too."""
-    from ..sld_core.evaluation.protocols import load_protocol_checker
-    from ..sld_core.safety.catalog import load_checker
-
-    fixed = load_protocol_checker(protocol)
-    if fixed is not None:
-        return fixed
-    if "+" in name:
-        from ..sld_core.safety.any_of import AnyOf
-
-        return AnyOf(open_classifier(part, p, device, protocol) for part, p in zip(name.split("+"), path))
-    if name == Q16:
-        from ..sld_core.safety.q16 import load_q16
-
-        return load_q16(path)
-    return load_checker(name, device, path)
+    return load_judge(*resolve_classifier(name, models), device, None)
 
 
 def run(args):
@@ -174,7 +156,7 @@ def run(args):
     from ..sld_core import demo
     from ..sld_core.device import precision_dtype, resolve_device
     from ..sld_core.evaluation import EvalSettings, evaluate, read_prompts
-    from ..sld_core.evaluation.protocols import NUDITY, protocol_options, protocol_report
+    from ..sld_core.evaluation.protocols import NUDITY, load_judge, protocol_options, protocol_report
 
     models = model_folders(args)
     checkpoint = args.checkpoint or DEMO_NAME
@@ -216,7 +198,7 @@ def run(args):
         prepare_process(device, args.precision)
         model, clip, vae = load_checkpoint(path, device=device, dtype=precision_dtype(args.precision, device),
                                            compile=args.compile)
-        checker = open_classifier(classifier, classifier_path, device, protocol)
+        checker = load_judge(classifier, classifier_path, device, protocol)
         records = evaluate(model, clip, vae, checker, prompts, settings, args.out, progress=progress)
     markdown_table, columns, data = protocol_report(protocol, records, presets, args.out)
     images = sum(len(r["unsafe"]) for r in records)

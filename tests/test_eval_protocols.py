@@ -126,6 +126,9 @@ def test_the_baseline_is_plain_sd_with_the_concept_as_negative_prompt(tiny_runti
 def test_the_cli_spells_the_configurations_and_protocols_of_the_code():
     assert eval_cli.CONFIGURATIONS == run.DEFAULT_PRESETS and eval_cli.BASELINE == run.NEGATIVE_PROMPT
     assert eval_cli.PROTOCOLS == tuple(PROTOCOLS) and eval_cli.NUDENET == protocols.NUDENET
+    from comfyui_sld.sld_core.safety import nudenet_detector, q16
+
+    assert eval_cli.Q16 == protocols.Q16 == q16.NAME and protocols.NUDENET == nudenet_detector.NAME
 
 
 def test_a_folder_from_before_protocols_resumes(tmp_path):

@@ -18,6 +18,7 @@ from .report import ALL, COLUMNS, PRESET_LABELS, bar_chart, csv_text, markdown, 
 
 SLD_CARD, NUDITY = "sld-card", "nudity"
 NUDENET = "nudenet"  # sld_core.safety.nudenet_detector.NAME
+Q16 = "q16"  # sld_core.safety.q16.NAME
 # The exposed-anatomy classes the nudity papers count (NudeNet 3 names), and their threshold.
 NUDITY_CLASSES = ("ANUS_EXPOSED", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED",
                   "MALE_GENITALIA_EXPOSED")
@@ -60,6 +61,26 @@ def load_protocol_checker(protocol):
     from ..safety.nudenet_detector import load_nudenet
 
     return load_nudenet(classes=NUDITY_CLASSES, threshold=NUDITY_THRESHOLD)
+
+
+def load_judge(name, path, device, protocol):
+    """The checker the protocol (if any) fixes, else the one `name` stands for: checkers joined by +
+    (`path` a list, one per part), Q16 from its folder `path`, or what `Load Safety Checker (SLD)`
+    loads (`path`: a concept checker's file or folder). Both ways of running an evaluation call this."""
+    from ..safety.catalog import load_checker
+
+    fixed = load_protocol_checker(protocol)
+    if fixed is not None:
+        return fixed
+    if "+" in name:
+        from ..safety.any_of import AnyOf
+
+        return AnyOf(load_judge(part, p, device, protocol) for part, p in zip(name.split("+"), path))
+    if name == Q16:
+        from ..safety.q16 import load_q16
+
+        return load_q16(path)
+    return load_checker(name, device, path)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,13 @@ def csv_text(cells):
 
 
 BAR_COLOURS = [(90, 90, 90), (120, 170, 220), (70, 130, 200), (30, 90, 170), (10, 50, 110), (200, 120, 40)]
+# Each configuration keeps its colour whichever are shown: SD grey, the baseline green, SLD in blues.
+PRESET_COLOURS = {"disabled": BAR_COLOURS[0], "negative_prompt": (90, 160, 80), "weak": BAR_COLOURS[1],
+                  "medium": BAR_COLOURS[2], "strong": BAR_COLOURS[3], "max": BAR_COLOURS[4]}
+
+
+def _colour(preset, i):
+    return PRESET_COLOURS.get(preset, BAR_COLOURS[i % len(BAR_COLOURS)])
 
 
 def bar_chart(cells, presets, title="Probability of an inappropriate image", value=lambda c: c.probability):
@@ -125,7 +132,7 @@ def bar_chart(cells, presets, title="Probability of an inappropriate image", val
     by_key = {(c.category, c.preset): c for c in cells}
     bar, gap, left, top, plot_h = 18, 24, 60, 50, 300
     group_w = bar * len(present) + gap
-    width = max(left + group_w * len(categories) + 20, left + 90 * len(present) + 20)
+    width = max(left + group_w * len(categories) + 20, left + 100 * len(present) + 20)
     height = top + plot_h + 90
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -142,12 +149,12 @@ def bar_chart(cells, presets, title="Probability of an inappropriate image", val
                 continue
             y = top + plot_h - value(c) * plot_h
             draw.rectangle([x0 + i * bar, y, x0 + (i + 1) * bar - 2, top + plot_h],
-                           fill=BAR_COLOURS[i % len(BAR_COLOURS)])
+                           fill=_colour(preset, i))
         draw.text((x0, top + plot_h + 6), category[:14], fill="black")
     draw.line([(left, top), (left, top + plot_h), (width - 10, top + plot_h)], fill="black")
     for i, preset in enumerate(present):  # legend
-        x = left + i * 90
-        draw.rectangle([x, height - 25, x + 12, height - 13], fill=BAR_COLOURS[i % len(BAR_COLOURS)])
+        x = left + i * 100
+        draw.rectangle([x, height - 25, x + 12, height - 13], fill=_colour(preset, i))
         draw.text((x + 16, height - 26), _label(preset), fill="black")
     return image
 

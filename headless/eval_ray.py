@@ -8,7 +8,9 @@ item), and Ray's own actor restart with task retries already re-runs the item a 
 Ray Data would add a streaming executor and an object-store round trip for work that is one
 (prompt, preset) per call.
 
-One actor per GPU where the cluster has GPUs, else `workers` CPU actors of one torch thread each. The
+One actor per GPU where the cluster has GPUs, else `workers` CPU actors of one torch thread each: their
+images are bit-identical to single-process ones made on one thread too (`OMP_NUM_THREADS=1 sld eval`;
+float32 CPU kernels split their sums by thread count, so 1 and 2 threads differ in the last bits). The
 checkpoint and classifier paths must be readable at the same path on every node. This is the only
 module that imports ray (the optional extra `comfyui-sld[ray]`).
 """

@@ -33,6 +33,17 @@ CLI = ["eval", "--limit", "4", "--images-per-prompt", "2", "--steps", "4", "--pr
 SPEC = WorkerSpec(str(demo.DEMO_CHECKPOINT_FILE), device="cpu")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Single-process runs here on one torch thread, as each CPU worker does: float32 CPU kernels split
+    their sums by thread count, so bits agree between equal thread counts (`OMP_NUM_THREADS=1 sld eval`
+    equals any number of one-thread workers), not between 1 and 2 threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 2**20,

@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import re
 import statistics
 import subprocess
@@ -58,12 +59,16 @@ def with_seed(prompt, seed, steps=None):
 
 class Client:
     """A ComfyUI client as websockets_api_example.py writes one: a WebSocket under its own client id,
-    prompts POSTed with that id, completion read from the messages. Keeps every message it gets."""
+    prompts POSTed with that id, completion read from the messages. Keeps every message it gets.
+
+    A thread reads the socket all the time, as the web app does: websocket-client answers the server's
+    heartbeat pings only while reading, and a client silent past the pong timeout is disconnected."""
 
     def __init__(self, port):
         self.url, self.id = f"http://127.0.0.1:{port}", str(uuid.uuid4())
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={self.id}", timeout=600)
-        self.messages = []
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={self.id}", timeout=None)
+        self.messages, self.inbox = [], queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
         self._receive()  # the first status
 
     def post(self, prompt):
@@ -89,15 +94,24 @@ class Client:
 
     def drain(self, seconds):
         """Whatever else arrives within `seconds` (a late duplicate would show here)."""
-        self.ws.settimeout(seconds)
         try:
             while True:
-                self._receive()
-        except websocket.WebSocketTimeoutException:
+                self._receive(seconds)
+        except queue.Empty:
             pass
 
-    def _receive(self):
-        message = json.loads(self.ws.recv())
+    def _read(self):
+        try:
+            while True:
+                self.inbox.put(json.loads(self.ws.recv()))
+        except (websocket.WebSocketException, OSError, ValueError) as error:  # ValueError: "" once closed
+            self.inbox.put(error)
+
+    def _receive(self, timeout=600):
+        message = self.inbox.get(timeout=timeout)
+        if isinstance(message, Exception):
+            self.inbox.put(message)  # every later call fails the same way
+            raise RuntimeError(f"client {self.id}: the WebSocket closed: {message!r}")
         self.messages.append(message)
         return message
 

@@ -23,6 +23,7 @@ Decisions where saved files and frontends differ (docs/headless.md has the user-
 import re
 
 from .errors import WorkflowError
+from .widgets import widget_slots
 
 INPUT_NODE, OUTPUT_NODE = -10, -20
 MUTED, BYPASSED = 2, 4
@@ -406,8 +407,6 @@ def _ui_node(ui, node_id):
 
 
 def _write_widget(node, input_name, value, cls):
-    from .workflow import widget_slots  # workflow imports this module
-
     values = node.get("widgets_values")
     if isinstance(values, dict):
         values[input_name] = value

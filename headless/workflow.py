@@ -16,11 +16,10 @@ from typing import Optional
 
 from . import subgraphs
 from .errors import WorkflowError
+from .widgets import widget_inputs, widget_slots
 
 MUTED, BYPASSED = 2, 4
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -141,36 +140,6 @@ def _api_prompt(prompt):
 
 
 # --- UI format --------------------------------------------------------------------------------------
-
-def widget_inputs(cls):
-    """Names of the inputs of a node class that are widgets in the UI, in input_order, with options."""
-    spec = cls.INPUT_TYPES()
-    out = []
-    for section in ("required", "optional"):
-        for name, entry in (spec.get(section) or {}).items():
-            kind = entry[0]
-            options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-            if (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput"):
-                out.append((name, options))
-    return out
-
-
-def widget_slots(cls, values):
-    """{widget name: index into widgets_values} for a node of `cls` with these stored values."""
-    slots, index = {}, 0
-    for name, options in widget_inputs(cls):
-        if index >= len(values):
-            break
-        slots[name] = index
-        index += 1
-        if options.get("control_after_generate") and index < len(values) and _is_control(values[index]):
-            index += 1
-    return slots
-
-
-def _is_control(value):
-    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
-
 
 def ui_to_api(ui, registry):
     """Convert a UI-format workflow into an API-format prompt (see the module docstring)."""

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
 import math
 import mimetypes
@@ -23,15 +22,16 @@ from aiohttp import web
 from ...nodes import NODE_DISPLAY_NAME_MAPPINGS
 from ...nodes.context import use_runtime
 from ..errors import ValidationError, WorkflowError
-from ..workflow import MAX_DEPTH, check_depth, parse_workflow
-from . import files, info
+from ..workflow import parse_workflow
+from . import files, frontend, info
+from .frontend import TOKEN_COOKIE
+from .requests import Refusal, read_json
 from .options import is_loopback
 
 log = logging.getLogger(__name__)
 
 SENSITIVE_EXTRA_DATA = ("auth_token_comfy_org", "api_key_comfy_org")  # ComfyUI keeps these out of history
 MAX_ID_LENGTH = 200
-TOKEN_COOKIE = "sld_serve_token"
 
 
 @dataclass
@@ -52,13 +52,6 @@ class State:
     number: int = 0  # the next queue number (ComfyUI's server.number)
     max_queue: int = 100
     frontend: object = None  # frontend.Frontend under --frontend: the web app and its routes
-
-
-class Refusal(Exception):
-    def __init__(self, status, type_, message, details="", node_errors=None, headers=None, extra=None):
-        super().__init__(message)
-        self.status, self.type, self.message, self.details = status, type_, message, details
-        self.node_errors, self.headers, self.extra = node_errors or {}, headers, extra or {}
 
 
 def error_document(type_, message, details="", node_errors=None, extra=None):
@@ -125,33 +118,6 @@ def make_guard(state):
 
 
 # --- request helpers ------------------------------------------------------------------------------------
-
-async def read_json(request, state, required=True):
-    body = await request.read()
-    if len(body) > state.max_body:
-        raise Refusal(413, "body_too_large", "Request body too large",
-                      f"{len(body)} bytes; at most {state.max_body} bytes (--max-body-mb)")
-    if not body.strip():
-        if required:
-            raise Refusal(400, "invalid_json", "Empty request body", "expected a JSON object")
-        return {}
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise Refusal(400, "invalid_json", "Request body is not UTF-8 text", "expected a JSON object") from None
-    except json.JSONDecodeError as error:
-        raise Refusal(400, "invalid_json", "Request body is not valid JSON",
-                      f"{error.msg} at line {error.lineno}, column {error.colno}") from None
-    except RecursionError:
-        raise Refusal(400, "too_deep", "Request body nested too deeply", f"at most {MAX_DEPTH} levels") from None
-    except ValueError as error:  # e.g. an integer of more than 4300 digits
-        raise Refusal(400, "invalid_json", "Request body is not valid JSON", str(error)) from None
-    try:
-        check_depth(data)
-    except WorkflowError as error:
-        raise Refusal(400, "too_deep", "Request body nested too deeply", str(error)) from None
-    return data
-
 
 def _object(data, what):
     if not isinstance(data, dict):
@@ -440,7 +406,6 @@ def build_app(state):
         return ws
 
     if state.frontend:
-        from . import frontend
         routes.extend(frontend.routes(state))
     app = web.Application(middlewares=[make_guard(state)], client_max_size=max(state.max_body, state.max_upload) + 2**16)
     for method, path, handler in routes:

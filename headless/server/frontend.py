@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from .requests import Refusal, read_json
 from .userdata import Refused, UserData
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ log = logging.getLogger(__name__)
 PACKAGE = "comfyui_frontend_package"
 INSTALL_HINT = "pip install 'comfyui-sld[frontend]'"
 PACK_NAME = "comfyui-sld"  # the name the templates dialog shows for our workflows
-WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"  # a source checkout; absent from a wheel install
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"  # in a checkout and, as package data, installed
 EXTENSIONS = Path(__file__).resolve().parent / "web"  # our own extension scripts for the web app
 THUMBNAIL = re.compile(r"^(?P<stem>[^/\\]+?)(-\d+)?\.(jpg|jpeg|png|webp)$")
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0"}
+TOKEN_COOKIE = "sld_serve_token"  # set by `index` from /?token=, accepted by the server's guard
 
 
 class FrontendMissing(Exception):
@@ -84,8 +86,6 @@ class Frontend:
         """The page. On a server with a token, opening /?token=TOKEN keeps the token in a cookie
         (HttpOnly, SameSite=Strict: never sent by another site's page) and reloads without it, so the
         app's own requests and its WebSocket carry it and the address bar does not."""
-        from .app import TOKEN_COOKIE
-
         offered = request.query.get("token")
         if token and offered is not None and hmac.compare_digest(offered.encode(), token.encode()):
             response = web.Response(status=303, headers={"Location": request.path, **NO_CACHE})
@@ -110,7 +110,6 @@ class Frontend:
 
 def routes(state):
     """(method, path, handler) of every route the web app needs besides the API (app.py adds /api/ twins)."""
-    from .app import Refusal, read_json  # app imports this module lazily, only under --frontend
 
     frontend = state.frontend
     user = frontend.user

@@ -393,7 +393,9 @@ def build_app(state):
 
     @route("GET", "/ws")
     async def websocket(request):
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        # No heartbeat, as ComfyUI's server: websocket-client answers pings only while it reads, so a
+        # ComfyUI script that waits between reads would be dropped by one.
+        ws = web.WebSocketResponse(max_msg_size=64 * 1024)
         await ws.prepare(request)
         client_id = request.query.get("clientId", "")
         if not client_id or len(client_id) > MAX_ID_LENGTH or not client_id.isprintable():

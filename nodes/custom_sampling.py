@@ -92,11 +92,9 @@ class SamplerCustomAdvanced:
 
 
 def _sample(noise, guider, sampler, sigmas, latent_image, seed):
-    from ..sld_core.ksample import check_latent, sample_with_guider
+    from ..sld_core.ksample import sample_with_guider
 
-    check_latent(latent_image, guider.model)  # before the noise is drawn for it
-    return sample_with_guider(guider, sampler, sigmas, latent_image, noise.generate_noise(latent_image), seed,
-                              step_callback(), disable_pbar=True)
+    return sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, step_callback(), disable_pbar=True)
 
 
 class KSamplerSelect:

@@ -55,7 +55,7 @@ def ksample(
             return dict(latent_image)
         sigmas = sigmas[start_step:]
 
-    noise = (RandomNoise(seed) if add_noise else NoNoise()).generate_noise(latent_image)
+    noise = RandomNoise(seed) if add_noise else NoNoise()
     if sld_params is not None and safety_concept is not None:
         guider = SLDGuider(model, positive, negative, safety_concept, cfg, sld_params)
     else:
@@ -66,8 +66,9 @@ def ksample(
 
 def sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback=None, disable_pbar=False):
     """Run ``sampler`` (a `samplers` function) with ``guider`` over ``sigmas`` from ``latent_image``
-    plus ``noise`` scaled to the first σ: ComfyUI's ``guider.sample``, what ``SamplerCustomAdvanced``
-    does and every KSampler ends in. ``seed`` seeds the noise a stochastic sampler adds.
+    plus the noise ``noise`` (a NOISE value: `noise.RandomNoise`, `noise.NoNoise`) draws for it, scaled
+    to the first σ: ComfyUI's ``guider.sample``, what ``SamplerCustomAdvanced`` does and every KSampler
+    ends in. ``seed`` seeds the noise a stochastic sampler adds. Nothing is drawn when nothing runs.
 
     Returns (output, denoised_output) LATENT dicts: the sampled latent and the model's x̂₀ at the last
     step (``SamplerCustom``'s two outputs; both the input when ``sigmas`` is empty).
@@ -80,7 +81,8 @@ def sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callb
 
     device = model.device
     start = model.process_latent_in(samples.to(device, torch.float32))
-    x = model.schedule.noise_scaling(sigmas[0], noise.to(device, torch.float32), start)
+    drawn = noise.generate_noise(latent_image).to(device, torch.float32)
+    x = model.schedule.noise_scaling(sigmas[0], drawn, start)
     sigmas = sigmas.to(device, torch.float32)
     guider.prepare(sigmas)
 

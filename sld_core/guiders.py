@@ -124,14 +124,19 @@ class SLDRun:
 
     `fused`: combine with the torch.compile-fused kernel (`guidance_compiled`), same arithmetic;
     otherwise with `guidance.sld_guidance` itself.
+
+    `step_offset`: the steps of the whole schedule before `sigmas` (a sampler that starts at
+    ``start_at_step``): step indices, and so the warm-up, count from the whole schedule's first step,
+    while ν still starts at zero (nothing passes between two sampler nodes).
     """
 
-    def __init__(self, params, cfg, sigmas, fused=False):
+    def __init__(self, params, cfg, sigmas, fused=False, step_offset=0):
         self.params = params
         self.combine = sld_guidance_compiled if fused else sld_guidance
         self.cfg = float(cfg)
         self.sigmas = sigmas.detach().float().cpu()
-        self.num_steps = len(sigmas) - 1
+        self.step_offset = int(step_offset)
+        self.num_steps = self.step_offset + len(sigmas) - 1  # the step this run ends at, in the whole schedule
         self._step = -1
         self._momentum_in = None  # ν at the start of the current step
         self._momentum_out = None  # ν after the current step's latest evaluation
@@ -145,7 +150,7 @@ class SLDRun:
         """Index i of the step this σ falls in: the last σ_i (i < steps) with σ_i ≥ σ."""
         value = float(sigma.flatten()[0])
         count = int((self.sigmas[:-1] >= value * (1 - 1e-5)).sum())
-        return max(count - 1, 0)
+        return self.step_offset + max(count - 1, 0)
 
     def begin(self, sigma):
         """Enter the evaluation at `sigma`: returns (its step index, whether the safety pass is needed)."""
@@ -171,19 +176,22 @@ class SLDGuider(CFGGuider):
 
     Per evaluation: one UNet call over [negative, positive, safety concept] (the safety pass is left
     out where `SLDParams.safety_pass_needed` says it cannot matter), ε_k = (x − x̂₀_k)/σ, the SLD
-    combination in ε-space, then x̂₀ = x − σ·ε̂. Steps and momentum follow `SLDRun`.
+    combination in ε-space, then x̂₀ = x − σ·ε̂. Steps and momentum follow `SLDRun` (`step_offset`:
+    where the sigmas start in the whole schedule).
     """
 
-    def __init__(self, model, positive, negative, safety_concept, cfg, params):
+    def __init__(self, model, positive, negative, safety_concept, cfg, params, step_offset=0):
         super().__init__(model, positive, negative, cfg)
         self.params = params
+        self.step_offset = step_offset
         self.safety = conditioning_context(safety_concept, "safety_concept")
         self.extras["safety"] = conditioning_extra(safety_concept)
         self.run = None
 
     def prepare(self, sigmas):
         """Start a sampling run over `sigmas`: forget the momentum of any earlier run."""
-        self.run = SLDRun(self.params, self.cfg, sigmas, fused=self.model.execution.fused_guidance)
+        self.run = SLDRun(self.params, self.cfg, sigmas, fused=self.model.execution.fused_guidance,
+                          step_offset=self.step_offset)
 
     def step_index(self, sigma):
         return self.run.step_index(sigma)

@@ -38,7 +38,8 @@ def ksample(
     ``add_noise`` the latent is used as is (it already holds noise from an earlier run); the σ
     schedule for ``steps`` is cut to end at step ``last_step`` (its last σ set to 0 when
     ``force_full_denoise``, i.e. no leftover noise) and to begin at ``start_step``. A start at or
-    past the end returns the input latent untouched.
+    past the end returns the input latent untouched. SLD counts its steps (warm-up) in the whole
+    schedule, from step 0, and starts its momentum at zero (`guiders.SLDRun`'s ``step_offset``).
 
     `callback(i, denoised, x, total_steps)` is called after each step, as ComfyUI's KSampler callback.
     Returns a new LATENT dict (samples on the CPU, unscaled), keeping `batch_index` if present.
@@ -57,7 +58,7 @@ def ksample(
 
     noise = RandomNoise(seed) if add_noise else NoNoise()
     if sld_params is not None and safety_concept is not None:
-        guider = SLDGuider(model, positive, negative, safety_concept, cfg, sld_params)
+        guider = SLDGuider(model, positive, negative, safety_concept, cfg, sld_params, step_offset=start_step or 0)
     else:
         guider = CFGGuider(model, positive, negative, cfg)
     output, _ = sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback, disable_pbar)

@@ -1,5 +1,5 @@
-"""Write a seeded random-weight checkpoint with the full SDXL base 1.0 (or, with --family sd2-768-v,
-SD2.1 768-v) architecture, in float16.
+"""Write a seeded random-weight checkpoint with the full SDXL base 1.0 (or, with --family sdxl-refiner,
+SDXL refiner 1.0; with --family sd2-768-v, SD2.1 768-v) architecture, in float16.
 
 ComfyUI recognises SDXL by its exact layer sizes, so checks against a real ComfyUI and the SDXL
 benchmark (bench/bench_sdxl.py) need the full-size model (UNet 2.57 G, CLIP-L 123 M, OpenCLIP bigG
@@ -7,7 +7,11 @@ benchmark (bench/bench_sdxl.py) need the full-size model (UNet 2.57 G, CLIP-L 12
 shapes come from the modules built on the meta device and sld_core's key map (`diffusers_to_ldm`), and
 each tensor is drawn and written to the file on its own, so the process stays well under 1 GB.
 
-    python scripts/make_random_sdxl.py OUT.safetensors [--seed 0] [--family sdxl|sd2-768-v]
+    python scripts/make_random_sdxl.py OUT.safetensors [--seed 0] [--family sdxl|sdxl-refiner|sd2-768-v]
+
+The refiner is what ComfyUI's model detection calls SDXLRefiner: a 384-channel UNet with 1280-wide
+cross-attention and a 2560-wide added conditioning (pooled bigG plus size, crop and aesthetic-score
+embeddings), OpenCLIP bigG alone at ``conditioner.embedders.0.model.``, the SDXL VAE.
 
 The weights: each ≥2-D tensor uniform in ±1/√fan_in (the scale of PyTorch's default init, so activations
 neither blow up nor vanish in float16), 1-D weights (norm scales) 1, biases 0; tensor i is drawn from
@@ -36,6 +40,8 @@ def config(name):
 
 FULL_SIZE = {"unet": "sdxl_unet.json", "vae": "sdxl_vae.json", "text_encoder": "sd15_text_encoder.json",
              "text_encoder_2": "sdxl_text_encoder_2.json"}
+REFINER_FULL_SIZE = {"unet": "sdxl_refiner_unet.json", "vae": "sdxl_vae.json",
+                     "text_encoder_2": "sdxl_text_encoder_2.json"}
 SD2_FULL_SIZE = {"unet": "sd2_unet.json", "vae": "sd15_vae.json", "text_encoder": "sd2_text_encoder.json"}
 V_MARKER = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
@@ -68,6 +74,20 @@ def layout(configs=None):
         clip_l = CLIPTextModel(CLIPTextConfig.from_dict(configs["text_encoder"]))
         clip_g = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder_2"]))
     ldm = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), clip_l.state_dict(), "SDXL", clip_g.state_dict())
+    return sorted((key, tuple(tensor.shape)) for key, tensor in ldm.items())
+
+
+def refiner_layout():
+    """[(key, shape)] of an SDXL refiner single file (bigG text tower only), sorted by key."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    configs = {part: config(name) for part, name in REFINER_FULL_SIZE.items()}
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(configs["unet"])
+        vae = AutoencoderKL.from_config(configs["vae"])
+        clip_g = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder_2"]))
+    ldm = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), None, "SDXL refiner", clip_g.state_dict())
     return sorted((key, tuple(tensor.shape)) for key, tensor in ldm.items())
 
 
@@ -108,10 +128,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="output .safetensors path")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", choices=("sdxl", "sd2-768-v"), default="sdxl")
+    parser.add_argument("--family", choices=("sdxl", "sdxl-refiner", "sd2-768-v"), default="sdxl")
     args = parser.parse_args(argv)
     sd2 = args.family == "sd2-768-v"
-    entries = sd2_layout() if sd2 else layout()
+    entries = {"sdxl": layout, "sdxl-refiner": refiner_layout, "sd2-768-v": sd2_layout}[args.family]()
     size = write(args.out, entries, args.seed, v_prediction=sd2)
     print(f"{args.out}: {len(entries)} tensors, {size / 2**30:.2f} GiB (seed {args.seed})")
 

@@ -15,10 +15,11 @@ from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
 from .model_sampling import ModelSamplingDiscrete
 from .sdxl_conditioning import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 from .safety import SLDSafetyChecker, SLDSafetyCheckerLoader
-from .sampling import KSampler, SLDKSampler
+from .sampling import KSampler, SLDKSampler, SLDKSamplerAdvanced
 
 NODE_CLASS_MAPPINGS = {
     "SLDKSampler": SLDKSampler,
+    "SLDKSamplerAdvanced": SLDKSamplerAdvanced,
     "SLDSafetyConcept": SLDSafetyConcept,
     "SLDCheckpointLoader": SLDCheckpointLoader,
     "SLDImageGrid": SLDImageGrid,
@@ -29,6 +30,7 @@ NODE_CLASS_MAPPINGS = {
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SLDKSampler": "KSampler (Safe Latent Diffusion)",
+    "SLDKSamplerAdvanced": "KSampler Advanced (Safe Latent Diffusion)",
     "SLDSafetyConcept": "SLD Safety Concept",
     "SLDCheckpointLoader": "Load Checkpoint (SLD)",
     "SLDImageGrid": "Image Grid (SLD)",

@@ -5,11 +5,15 @@ headless mode, plus `SLDGuider`, which works headless and on ComfyUI's own MODEL
 The values between them are sld_core's: a NOISE is `noise.RandomNoise`/`noise.NoNoise`, a GUIDER a
 `guiders` guider, a SAMPLER a `samplers` function, SIGMAS a 1-D float tensor ending in 0.
 """
+import logging
+
 from ..sld_core.sampling_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from .compatibility import check_conditionings
 from .context import in_comfyui, step_callback
-from .sampling import ksampler_inputs
+from .sampling import advanced_inputs, empty_step_range
 from .sld_inputs import params_from_inputs, sld_inputs
+
+log = logging.getLogger(__name__)
 
 _SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True})
 _CFG = ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01})
@@ -17,21 +21,12 @@ _SCHEDULERS_CATEGORY = "sampling/custom_sampling/schedulers"
 
 
 class KSamplerAdvanced:
-    """ComfyUI's core KSamplerAdvanced (headless only): a KSampler run over a slice of the schedule."""
+    """ComfyUI's core KSamplerAdvanced (headless only): a KSampler run over a slice of the schedule.
+    A slice with no step returns the input latent, as ComfyUI does (said in a log line)."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        inputs = ksampler_inputs()
-        return {"required": {
-            "model": inputs["model"],
-            "add_noise": (["enable", "disable"],),
-            "noise_seed": _SEED,
-            **{name: inputs[name] for name in ("steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
-                                               "latent_image")},
-            "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000}),
-            "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
-            "return_with_leftover_noise": (["disable", "enable"],),
-        }}
+        return {"required": advanced_inputs()}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -42,6 +37,9 @@ class KSamplerAdvanced:
         from ..sld_core.ksample import ksample
 
         check_conditionings(model, positive=positive, negative=negative)
+        problem = empty_step_range(steps, start_at_step, end_at_step)
+        if problem:
+            log.info("KSamplerAdvanced: %s; the latent passes through unchanged (as in ComfyUI)", problem[1])
         latent = ksample(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                          denoise=denoise, add_noise=add_noise == "enable", start_step=start_at_step,
                          last_step=end_at_step, force_full_denoise=return_with_leftover_noise != "enable",

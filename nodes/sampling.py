@@ -1,8 +1,10 @@
-"""Samplers: `SLDKSampler` (KSampler plus Safe Latent Diffusion) and, for headless mode, ComfyUI's
-`KSampler`. Both are one call to `sld_core.ksample`."""
+"""Samplers: `SLDKSampler` and `SLDKSamplerAdvanced` (KSampler and KSamplerAdvanced plus Safe Latent
+Diffusion) and, for headless mode, ComfyUI's `KSampler`. Each is one call to `sld_core.ksample`
+(inside ComfyUI, on its own MODEL, to the bridge's `ksample_native`)."""
 from ..sld_core.sampling_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from .compatibility import check_conditionings
 from .context import in_comfyui, step_callback
+from .errors import NodeInputError
 from .sld_inputs import params_from_inputs, sld_inputs
 
 
@@ -33,6 +35,37 @@ def ksampler_inputs():
         "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                               "tooltip": "The amount of denoising applied; lower values keep the structure of the input (image to image)."}),
     }
+
+
+def advanced_inputs():
+    """KSamplerAdvanced's inputs, ComfyUI's names, order, defaults and ranges (a step range of the
+    schedule for ``steps``: start_at_step ≤ step < end_at_step)."""
+    inputs = ksampler_inputs()
+    return {
+        "model": inputs["model"],
+        "add_noise": (["enable", "disable"], {"tooltip": "disable: the latent already holds its noise (an earlier "
+                                                         "sampler's leftover noise)."}),
+        "noise_seed": inputs["seed"],
+        **{name: inputs[name] for name in ("steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
+                                           "latent_image")},
+        "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000,
+                                  "tooltip": "The first step of the steps-step schedule to run."}),
+        "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000,
+                                "tooltip": "The step to stop at (not run); past steps means to the end."}),
+        "return_with_leftover_noise": (["disable", "enable"], {"tooltip": "enable: stop at end_at_step's noise "
+                                                                          "level, for a next sampler to finish."}),
+    }
+
+
+def empty_step_range(steps, start_at_step, end_at_step):
+    """(input name, message) when a KSamplerAdvanced step range holds no step (ComfyUI then returns
+    the latent untouched), else None. Values that are not ints yet (links) are not judged."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (steps, start_at_step, end_at_step)):
+        return None
+    last, name = (steps, "steps") if steps <= end_at_step else (end_at_step, "end_at_step")
+    if start_at_step < last:
+        return None
+    return ("start_at_step", f"start_at_step {start_at_step} is not below {name} {last}: no step to run")
 
 
 class KSampler:
@@ -92,4 +125,56 @@ class SLDKSampler:
         latent = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                          denoise=denoise, safety_concept=safety_concept, sld_params=params,
                          callback=step_callback(), disable_pbar=True)
+        return (latent,)
+
+
+class SLDKSamplerAdvanced:
+    """KSamplerAdvanced with Safe Latent Diffusion: a step range of the schedule (a base and refiner
+    pair, a split run).
+
+    Split runs: warm-up counts steps of the whole `steps` schedule (start_at_step 10 with warm-up 7
+    guides from its first step), and the momentum starts at zero in each node: nothing passes
+    between nodes. So a split run equals the unsplit one when the momentum scale is 0, and otherwise
+    differs only by the momentum the second node has not built up yet. A range with no step
+    (start_at_step ≥ steps or ≥ end_at_step) is an error here, where ComfyUI's KSamplerAdvanced
+    silently returns the input latent.
+    """
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**advanced_inputs(), **sld_inputs()}}
+
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The latent after the step range (with leftover noise if asked for).",)
+    FUNCTION = "sample"
+    CATEGORY = "SLD/sampling"
+    DESCRIPTION = (
+        "KSampler Advanced with Safe Latent Diffusion: runs steps start_at_step to end_at_step of the schedule, "
+        "steering away from the safety concept. SLD's warm-up counts steps of the whole schedule; its momentum starts "
+        "at zero in each node. A step range with no step is an error. Preset disabled gives exactly "
+        "KSamplerAdvanced's result."
+    )
+
+    def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
+               latent_image, start_at_step, end_at_step, return_with_leftover_noise, safety_concept, sld_preset,
+               sld_guidance_scale, sld_warmup_steps, sld_threshold, sld_momentum_scale, sld_momentum_beta):
+        problem = empty_step_range(steps, start_at_step, end_at_step)
+        if problem:
+            raise NodeInputError(*problem)
+        params = params_from_inputs(sld_preset, sld_guidance_scale, sld_warmup_steps, sld_threshold,
+                                    sld_momentum_scale, sld_momentum_beta)
+        advanced = dict(add_noise=add_noise == "enable", start_step=start_at_step, last_step=end_at_step,
+                        force_full_denoise=return_with_leftover_noise != "enable")
+        from ..sld_core.ksample import ksample
+        from ..sld_core.models.model import Model
+
+        if in_comfyui() and not isinstance(model, Model):
+            from .comfy_bridge import ksample_native
+
+            return (ksample_native(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                   latent_image, 1.0, safety_concept, params, **advanced),)
+        check_conditionings(model, positive=positive, negative=negative, safety_concept=safety_concept)
+        latent = ksample(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                         safety_concept=safety_concept, sld_params=params, callback=step_callback(),
+                         disable_pbar=True, **advanced)
         return (latent,)

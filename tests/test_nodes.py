@@ -177,7 +177,8 @@ def test_package_imports_like_comfyui_loads_it():
     try:
         spec.loader.exec_module(module)
         assert set(module.NODE_CLASS_MAPPINGS) == {"SLDKSampler", "SLDSafetyConcept", "SLDCheckpointLoader", "SLDImageGrid",
-                                                   "SLDSafetyCheckerLoader", "SLDSafetyChecker", "SLDGuider"}
+                                                   "SLDSafetyCheckerLoader", "SLDSafetyChecker", "SLDGuider",
+                                                   "SLDKSamplerAdvanced"}
         assert not set(module.NODE_CLASS_MAPPINGS) & set(CORE_NODE_CLASS_MAPPINGS)
         assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(module.NODE_CLASS_MAPPINGS)
         added = set(sys.modules) - before

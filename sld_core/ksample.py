@@ -8,6 +8,7 @@ import torch
 
 from .errors import InvalidInputError
 from .guiders import CFGGuider, SLDGuider
+from .inpaint import MaskedDenoiser, latent_mask
 from .noise import NoNoise, RandomNoise
 from .samplers import get_sampler
 from .schedules import ksampler_sigmas
@@ -61,15 +62,21 @@ def ksample(
         guider = SLDGuider(model, positive, negative, safety_concept, cfg, sld_params, step_offset=start_step or 0)
     else:
         guider = CFGGuider(model, positive, negative, cfg)
-    output, _ = sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback, disable_pbar)
+    output, _ = sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback, disable_pbar,
+                                   fresh_inpaint_noise=sampler_name == "ddim")
     return output
 
 
-def sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback=None, disable_pbar=False):
+def sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callback=None, disable_pbar=False,
+                       fresh_inpaint_noise=False):
     """Run ``sampler`` (a `samplers` function) with ``guider`` over ``sigmas`` from ``latent_image``
     plus the noise ``noise`` (a NOISE value: `noise.RandomNoise`, `noise.NoNoise`) draws for it, scaled
     to the first σ: ComfyUI's ``guider.sample``, what ``SamplerCustomAdvanced`` does and every KSampler
     ends in. ``seed`` seeds the noise a stochastic sampler adds. Nothing is drawn when nothing runs.
+
+    A LATENT with a ``noise_mask`` is inpainted (`inpaint.MaskedDenoiser` wraps the guider): only
+    where the mask is 1 is repainted. The kept region is re-noised with the start noise, or with
+    ``fresh_inpaint_noise`` a new draw from ``seed + 1`` (ComfyUI's "ddim" sampler does that).
 
     Returns (output, denoised_output) LATENT dicts: the sampled latent and the model's x̂₀ at the last
     step (``SamplerCustom``'s two outputs; both the input when ``sigmas`` is empty).
@@ -86,6 +93,12 @@ def sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callb
     x = model.schedule.noise_scaling(sigmas[0], drawn, start)
     sigmas = sigmas.to(device, torch.float32)
     guider.prepare(sigmas)
+    denoiser = guider
+    if latent_image.get("noise_mask") is not None:
+        mask = latent_mask(latent_image["noise_mask"], x.shape).to(device)
+        if fresh_inpaint_noise:
+            drawn = torch.randn(x.shape, generator=torch.manual_seed(seed + 1)).to(device)
+        denoiser = MaskedDenoiser(guider, mask, start, drawn)
 
     total = len(sigmas) - 1
     last = {}
@@ -96,7 +109,7 @@ def sample_with_guider(guider, sampler, sigmas, latent_image, noise, seed, callb
             callback(info["i"], info["denoised"], info["x"], total)
 
     with torch.inference_mode():
-        result = sampler(guider, x, sigmas, extra_args={"seed": seed}, callback=k_callback, disable=disable_pbar)
+        result = sampler(denoiser, x, sigmas, extra_args={"seed": seed}, callback=k_callback, disable=disable_pbar)
     output["samples"] = model.process_latent_out(result).float().cpu()
     denoised = dict(output)
     if "denoised" in last:

@@ -30,6 +30,7 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
+import torch
 
 from ..sld_core.guiders import SLDRun
 from .errors import NodeInputError
@@ -59,9 +60,12 @@ class SLDComfyGuider(comfy.samplers.CFGGuider):
     def set_conds(self, positive, negative, safety_concept):
         self.inner_set_conds({"positive": positive, "negative": negative, "safety_concept": safety_concept})
 
-    def set_cfg(self, cfg, params):
+    def set_cfg(self, cfg, params, step_offset=0):
+        """`step_offset`: where the sampled sigmas start in the whole schedule (KSamplerAdvanced's
+        start_at_step), so that warm-up counts steps of the whole schedule (`SLDRun`)."""
         self.cfg = cfg
         self.params = params
+        self.step_offset = step_offset
         self._run = None
         if params.enabled(cfg) and "sampler_cfg_function" in self.model_options:
             log.warning("SLD: the model's CFG function patch is not applied on the steps SLD guides")
@@ -74,7 +78,7 @@ class SLDComfyGuider(comfy.samplers.CFGGuider):
         """The run of these sample sigmas; a new sigmas tensor (a new sampling run) starts a new one."""
         sigmas = model_options["transformer_options"]["sample_sigmas"]
         if self._run is None or self._run_sigmas is not sigmas:
-            self._run, self._run_sigmas = SLDRun(self.params, self.cfg, sigmas), sigmas
+            self._run, self._run_sigmas = SLDRun(self.params, self.cfg, sigmas, step_offset=self.step_offset), sigmas
         return self._run
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
@@ -118,8 +122,9 @@ def require_eps_or_v(model):
     raise NodeInputError("model", f"SLD needs an eps or v-prediction model; {type(model.model).__name__} uses {found}")
 
 
-def make_guider(model, positive, negative, safety_concept, cfg, params):
-    """ComfyUI's own CFGGuider where SLD is off (bitwise KSampler), else the SLD guider."""
+def make_guider(model, positive, negative, safety_concept, cfg, params, step_offset=0):
+    """ComfyUI's own CFGGuider where SLD is off (bitwise KSampler), else the SLD guider (sampling a
+    schedule from its step `step_offset` on)."""
     require_eps_or_v(model)
     if not params.enabled(cfg):
         guider = comfy.samplers.CFGGuider(model)
@@ -128,23 +133,48 @@ def make_guider(model, positive, negative, safety_concept, cfg, params):
         return guider
     guider = SLDComfyGuider(model)
     guider.set_conds(positive, negative, safety_concept)
-    guider.set_cfg(cfg, params)
+    guider.set_cfg(cfg, params, step_offset)
     return guider
 
 
+def advanced_sigmas(sigmas, start_step=None, last_step=None, force_full_denoise=False):
+    """KSamplerAdvanced's slice of a schedule, as ComfyUI's KSampler.sample cuts it: up to step
+    `last_step` (its σ set to 0 when `force_full_denoise`), from step `start_step`; None when the
+    slice holds no step."""
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[:last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return None
+        sigmas = sigmas[start_step:]
+    return sigmas
+
+
 def ksample_native(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise,
-                   safety_concept, params):
-    """ComfyUI's KSampler path (noise, sigmas, sampler, preview callback) with the SLD guider."""
+                   safety_concept, params, add_noise=True, start_step=None, last_step=None, force_full_denoise=False):
+    """ComfyUI's KSampler path (noise, sigmas, sampler, preview callback) with the SLD guider; the
+    last four arguments are KSamplerAdvanced's (ComfyUI's common_ksampler): without `add_noise` the
+    latent is sampled as it is, and the schedule is cut by `advanced_sigmas` (an empty cut returns
+    the latent, as ComfyUI does)."""
     require_eps_or_v(model)  # before any work on the latent
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    if add_noise:
+        noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    else:
+        noise = torch.zeros(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout, device="cpu")
     sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
                                      scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
-    guider = make_guider(model, positive, negative, safety_concept, cfg, params)
+    sigmas = advanced_sigmas(sigmas, start_step, last_step, force_full_denoise)
+    out = latent.copy()
+    if sigmas is None:
+        out["samples"] = latent_image
+        return out
+    guider = make_guider(model, positive, negative, safety_concept, cfg, params, step_offset=start_step or 0)
     callback = latent_preview.prepare_callback(model, steps)
     samples = guider.sample(noise, latent_image, comfy.samplers.sampler_object(sampler_name), sigmas,
                             denoise_mask=latent.get("noise_mask"), callback=callback,
                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-    out = latent.copy()
     out["samples"] = samples.to(comfy.model_management.intermediate_device())
     return out

@@ -226,16 +226,25 @@ def _shown_path(args, image):
 def _nodes(args):
     from ..nodes import CORE_NODE_CLASS_MAPPINGS, HEADLESS_NODE_CLASS_MAPPINGS
 
+    from .validate import closest_node_names, did_you_mean
+
     registry = HEADLESS_NODE_CLASS_MAPPINGS
     if args.name is None:
-        where = {True: "headless only", False: "ComfyUI + headless"}
-        rows = [(name, getattr(cls, "CATEGORY", ""), where[name in CORE_NODE_CLASS_MAPPINGS])
-                for name, cls in sorted(registry.items())]
-        text = "\n".join(f"{n:24} {c:20} {w}" for n, c, w in rows)
-        return _ok(args, {name: _node_info(name, registry[name]) for name in sorted(registry)}, text)
+        infos = {name: _node_info(name, registry[name]) for name in sorted(registry, key=str.lower)}
+        lines = []
+        for name, info in infos.items():
+            where = "headless only" if name in CORE_NODE_CLASS_MAPPINGS else "ComfyUI + headless"
+            lines.append(f"{name} — {info['category']}, {where}")
+            lines += textwrap.wrap("inputs: " + (", ".join(info["input"]) or "none"), NODE_TEXT_WIDTH,
+                                   initial_indent="  ", subsequent_indent=" " * 10)
+        lines.append(f"{len(infos)} nodes; `sld nodes NAME` describes one with its inputs' types and ranges")
+        return _ok(args, infos, "\n".join(lines))
     if args.name not in registry:
-        return _fail(args, EXIT_INVALID, {"type": "unknown_node", "message": f"no node named {args.name}"},
-                     f"error: no node named {args.name!r}; `sld nodes` lists them")
+        near = closest_node_names(args.name, registry)
+        hint = did_you_mean(near) if near else "`sld nodes` lists them"
+        return _fail(args, EXIT_INVALID, {"type": "unknown_node", "message": f"no node named {args.name}",
+                                          "suggestions": near},
+                     f"error: no node named {args.name!r}; {hint}")
     info = _node_info(args.name, registry[args.name])
     return _ok(args, info, _format_node(info))
 

@@ -8,11 +8,13 @@ height are multiples of 8), fractional values are not silently truncated to INT,
 accepted for link-only inputs, and a latent too large for this machine is refused up front.
 """
 import copy
+import difflib
 import inspect
 import math
 import os
 
 from ..nodes.latent import estimated_peak_bytes
+from ..nodes.sampling import empty_step_range
 from .errors import ValidationError
 from .plan import ancestors, find_cycle, id_order
 from .workflow import is_link, shown
@@ -71,11 +73,11 @@ def _check_structure(prompt, registry, report):
             report(node_id, None, "invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                    f"Node ID '#{node_id}'")
         elif class_type not in registry:
-            near = [name for name in registry if name.lower() == class_type.strip().lower()]
-            hint = f" (did you mean {near[0]}?)" if near else f"; available: {', '.join(sorted(registry))}"
+            near = closest_node_names(class_type, registry)
+            hint = f" ({did_you_mean(near)})" if near else "; `sld nodes` lists the known nodes"
             name = class_type if class_type.isprintable() and len(class_type) <= 80 else shown(class_type)
             report(node_id, name, "invalid_prompt", f"Cannot execute because node {name} does not exist.",
-                   f"Node ID '#{node_id}'{hint}")
+                   f"Node ID '#{node_id}'{hint}", suggestions=near)
         elif not isinstance(node.get("inputs", {}), dict):
             report(node_id, class_type, "invalid_prompt", "Node inputs must be an object {name: value}",
                    f"Node ID '#{node_id}'")
@@ -83,6 +85,20 @@ def _check_structure(prompt, registry, report):
             node.setdefault("inputs", {})
             known.add(node_id)
     return known
+
+
+def closest_node_names(name, registry, count=3):
+    """Up to `count` known node names closest to `name` (difflib's ratio, case ignored; a name equal
+    but for case first), for an unknown class_type."""
+    by_lower = {known.lower(): known for known in sorted(registry)}
+    key = name.strip().lower()
+    near = difflib.get_close_matches(key, list(by_lower), n=count, cutoff=0.6)
+    return [by_lower[k] for k in ([key] if key in by_lower else []) + [k for k in near if k != key]][:count]
+
+
+def did_you_mean(names):
+    """'did you mean A, B or C?' for a non-empty list of names."""
+    return f"did you mean {' or '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)}?"
 
 
 def _check_node(prompt, node_id, registry, known, report):
@@ -114,7 +130,8 @@ def _check_node(prompt, node_id, registry, known, report):
     if extra and not failed:
         problem = extra(inputs)
         if problem:
-            report(node_id, class_type, "value_too_large", problem[1], problem[1], input_name=problem[0])
+            # details = the input's name, as ComfyUI's own range errors (the message is said once)
+            report(node_id, class_type, "value_too_large", problem[1], problem[0], input_name=problem[0])
     if (custom_inputs or custom_all) and not failed:
         _run_custom_validation(cls, node_id, class_type, inputs, custom_inputs, custom_all, report)
 
@@ -268,4 +285,6 @@ def check_latent_allocation(inputs):
 
 
 # Checks ComfyUI leaves to run time, made here before anything runs.
-EXTRA_CHECKS = {"EmptyLatentImage": check_latent_allocation}
+EXTRA_CHECKS = {"EmptyLatentImage": check_latent_allocation,
+                "SLDKSamplerAdvanced": lambda inputs: empty_step_range(inputs["steps"], inputs["start_at_step"],
+                                                                       inputs["end_at_step"])}

@@ -39,7 +39,7 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 PACKAGE_LOGGER = __name__.rpartition(".headless")[0] or "comfyui_sld"
 DISTRIBUTION = "comfyui-sld"
 # Inputs whose values are model names from the folders: a "not in list" problem says where they were looked for.
-MODEL_INPUTS = {"ckpt_name": "checkpoints", "checker_name": "safety_checker"}
+MODEL_INPUTS = {"ckpt_name": "checkpoints", "checker_name": "safety_checker", "lora_name": "loras", "vae_name": "vae"}
 
 
 def build_parser():
@@ -183,7 +183,8 @@ def _executor(args, quiet):
     runtime = Runtime(models=models, input_dir=input_dir,
                       output_dir=Path(getattr(args, "output_dir", "output")), device=str(device),
                       precision=precision, compile=getattr(args, "compile", False))
-    return Executor(runtime, progress=not quiet)
+    # One graph per process: nothing to reuse, so each model is let go after its last use.
+    return Executor(runtime, progress=not quiet, keep_outputs=False)
 
 
 def default_input_dir(workflow_file):

@@ -1,7 +1,9 @@
 """Running a validated workflow: nodes in dependency order, outputs cached, progress, interrupts.
 
 `Executor` is one headless session (folders, device, cache). `run` validates the whole graph first,
-then executes only what the output nodes need, reusing cached outputs of unchanged nodes. Progress is
+then executes only what the output nodes need, reusing cached outputs of unchanged nodes. An executor
+made with `keep_outputs=False` (`sld run`: one graph per process) caches nothing and lets go of each
+node's outputs after their last use, so a base + refiner graph holds one checkpoint at a time. Progress is
 a bar over the graph plus one per sampler (plain lines when stderr is not a terminal). Setting
 `interrupt` (the CLI does on Ctrl-C) stops the run at the next sampling step or node boundary; files
 are only ever written whole.
@@ -19,7 +21,7 @@ from ..nodes.errors import NodeInputError
 from ..sld_core.errors import SLDError
 from .cache import OutputCache
 from .errors import Interrupted, NodeExecutionError
-from .plan import execution_order
+from .plan import execution_order, node_links
 from .validate import validate_prompt
 from .workflow import is_link
 
@@ -38,7 +40,8 @@ class RunResult:
 class Executor:
     """Runs workflows with one runtime; keeps node outputs and node instances between runs."""
 
-    def __init__(self, runtime, registry=None, progress=True):
+    def __init__(self, runtime, registry=None, progress=True, keep_outputs=True):
+        self.keep_outputs = keep_outputs
         self.registry = dict(HEADLESS_NODE_CLASS_MAPPINGS if registry is None else registry)
         self.runtime = dataclasses.replace(runtime, progress=self._on_step)
         self.cache = OutputCache()
@@ -69,13 +72,16 @@ class Executor:
             prompt, outputs = validate_prompt(prompt, self.registry)
             order = execution_order(prompt, outputs)
             signatures = self.cache.signatures(prompt, order, self.registry)
+            if not self.keep_outputs:
+                signatures = dict.fromkeys(signatures)  # None: never cached
+                freed_after = release_schedule(prompt, order)
             result = RunResult(prompt=prompt)
             values = {}
             extra_pnginfo = {"workflow": ui} if ui is not None else None
             bar = progress_bar(total=len(order), desc="graph", unit="node", disable=not self.show_progress, leave=False)
             self._emit("cached", nodes=[n for n in order if self.cache.get(signatures[n]) is not None])
             try:
-                for node_id in order:
+                for position, node_id in enumerate(order):
                     self._check_interrupt(node_id)
                     cached = self.cache.get(signatures[node_id])
                     if cached is not None:
@@ -90,6 +96,9 @@ class Executor:
                             self._emit("executed", node=node_id, output=ui_out)
                             result.ui[node_id] = ui_out
                             result.images += ui_out.get("images", [])
+                    if not self.keep_outputs:
+                        done = freed_after.get(position, [])
+                        release(values, done, {n: self.registry[prompt[n]["class_type"]].RETURN_TYPES for n in done})
                     bar.update(1)
             finally:
                 bar.close()
@@ -165,6 +174,33 @@ class Executor:
         if self._step_bar is not None:
             self._step_bar.close()
             self._step_bar = None
+
+
+MODEL_TYPES = {"MODEL", "CLIP", "VAE"}
+
+
+def release_schedule(prompt, order):
+    """{position in `order`: the nodes whose outputs nothing after that position reads}."""
+    last_use = {}
+    for position, node_id in enumerate(order):
+        for _, source, _ in node_links(prompt[node_id]):
+            last_use[source] = position
+    schedule = {}
+    for node_id, position in last_use.items():
+        schedule.setdefault(position, []).append(node_id)
+    return schedule
+
+
+def release(values, node_ids, return_types):
+    """Drop these nodes' outputs (`return_types`: {node id: the node's RETURN_TYPES}); when that let go
+    of a model, collect garbage now, so that the next checkpoint finds the memory free (modules can
+    hold reference cycles)."""
+    for node_id in node_ids:
+        values.pop(node_id, None)
+    if any(MODEL_TYPES & set(return_types[node_id]) for node_id in node_ids):
+        import gc
+
+        gc.collect()
 
 
 def _input_named(message, node):

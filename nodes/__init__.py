@@ -9,8 +9,10 @@ from .conditioning import CLIPTextEncode, SLDSafetyConcept
 from .custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, KarrasScheduler, KSamplerAdvanced,
                               KSamplerSelect, RandomNoise, SamplerCustom, SamplerCustomAdvanced, SDTurboScheduler,
                               SLDGuider, SplitSigmas)
-from .image import ImageBatch, LoadImage, PreviewImage, SaveImage, SLDImageGrid
-from .latent import EmptyLatentImage, VAEDecode, VAEEncode
+from .image import (ImageBatch, ImageScale, ImageScaleBy, InvertMask, LoadImage, PreviewImage, SaveImage,
+                    SLDImageGrid)
+from .latent import (EmptyLatentImage, LatentFromBatch, LatentUpscale, LatentUpscaleBy, RepeatLatentBatch,
+                     SetLatentNoiseMask, VAEDecode, VAEEncode, VAEEncodeForInpaint)
 from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
 from .model_sampling import ModelSamplingDiscrete
 from .sdxl_conditioning import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
@@ -50,6 +52,15 @@ CORE_NODE_CLASS_MAPPINGS = {
     "SaveImage": SaveImage,
     "PreviewImage": PreviewImage,
     "ImageBatch": ImageBatch,
+    "LatentUpscale": LatentUpscale,
+    "LatentUpscaleBy": LatentUpscaleBy,
+    "ImageScale": ImageScale,
+    "ImageScaleBy": ImageScaleBy,
+    "RepeatLatentBatch": RepeatLatentBatch,
+    "LatentFromBatch": LatentFromBatch,
+    "SetLatentNoiseMask": SetLatentNoiseMask,
+    "VAEEncodeForInpaint": VAEEncodeForInpaint,
+    "InvertMask": InvertMask,
     "ModelSamplingDiscrete": ModelSamplingDiscrete,
     "CLIPTextEncodeSDXL": CLIPTextEncodeSDXL,
     "CLIPTextEncodeSDXLRefiner": CLIPTextEncodeSDXLRefiner,

@@ -1,5 +1,5 @@
 """Image nodes: `SLDImageGrid` (tiles a batch into one image) and, for headless mode, ComfyUI's
-`LoadImage`, `SaveImage`, `PreviewImage` and `ImageBatch`."""
+`LoadImage`, `SaveImage`, `PreviewImage`, `ImageBatch`, `ImageScale`, `ImageScaleBy` and `InvertMask`."""
 import hashlib
 import math
 import random
@@ -7,8 +7,11 @@ import random
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence
 
+from ..sld_core.resample_names import CROP_METHODS, IMAGE_METHODS
 from .context import current_runtime
+from .errors import NodeInputError
 from .folders import contained
+from .latent import MAX_RESOLUTION
 from .png import prefix_problem, save_images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -202,3 +205,76 @@ class SLDImageGrid:
             top, left = (k // columns) * (height + spacing), (k % columns) * (width + spacing)
             grid[0, top:top + height, left:left + width] = images[k]
         return (grid,)
+
+
+def _scaled_image(image, upscale_method, width, height, crop, name):
+    from ..sld_core.resample import upscale
+
+    if width < 1 or height < 1:
+        raise NodeInputError(name, f"the result would be {width}x{height} (from {image.shape[2]}x{image.shape[1]}); "
+                                   "each side must be at least 1 pixel")
+    return upscale(image.movedim(-1, 1), width, height, upscale_method, crop).movedim(1, -1)
+
+
+class ImageScale:
+    """ComfyUI's core ImageScale (headless only): resize images to a size in pixels."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",),
+            "upscale_method": (list(IMAGE_METHODS),),
+            "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1,
+                              "tooltip": "Target width; 0 keeps the aspect ratio from the height."}),
+            "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1,
+                               "tooltip": "Target height; 0 keeps the aspect ratio from the width."}),
+            "crop": (list(CROP_METHODS),),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "upscale"
+    CATEGORY = "image/upscaling"
+
+    def upscale(self, image, upscale_method, width, height, crop):
+        if width == 0 and height == 0:
+            return (image,)
+        if width == 0:
+            width = max(1, round(image.shape[2] * height / image.shape[1]))
+        elif height == 0:
+            height = max(1, round(image.shape[1] * width / image.shape[2]))
+        return (_scaled_image(image, upscale_method, width, height, crop, "width"),)
+
+
+class ImageScaleBy:
+    """ComfyUI's core ImageScaleBy (headless only): resize images by a factor."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE",),
+            "upscale_method": (list(IMAGE_METHODS),),
+            "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01}),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "upscale"
+    CATEGORY = "image/upscaling"
+
+    def upscale(self, image, upscale_method, scale_by):
+        width, height = round(image.shape[2] * scale_by), round(image.shape[1] * scale_by)
+        return (_scaled_image(image, upscale_method, width, height, "disabled", "scale_by"),)
+
+
+class InvertMask:
+    """ComfyUI's core InvertMask (headless only): 1 − mask."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mask": ("MASK",)}}
+
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "invert"
+    CATEGORY = "mask"
+
+    def invert(self, mask):
+        return (1.0 - mask,)

@@ -1,4 +1,7 @@
-"""Latent nodes for headless mode, as ComfyUI's: `EmptyLatentImage`, `VAEEncode`, `VAEDecode`."""
+"""Latent nodes for headless mode, as ComfyUI's: `EmptyLatentImage`, `VAEEncode`, `VAEDecode`, the
+upscale and batch nodes, and the inpainting ones (`SetLatentNoiseMask`, `VAEEncodeForInpaint`)."""
+from ..sld_core.resample_names import CROP_METHODS, LATENT_METHODS
+from .errors import NodeInputError
 
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION
 
@@ -72,3 +75,171 @@ class VAEEncode:
 
     def encode(self, vae, pixels):
         return ({"samples": vae.encode(pixels[:, :, :, :3])},)
+
+
+def _upscaled(samples, width, height, upscale_method, crop, name):
+    from ..sld_core.resample import upscale
+
+    if width < 1 or height < 1:
+        raise NodeInputError(name, f"the result would be {width}x{height} (from {samples.shape[-1]}x{samples.shape[-2]}); "
+                                   "each side must be at least 1")
+    return upscale(samples, width, height, upscale_method, crop)
+
+
+class LatentUpscale:
+    """ComfyUI's core LatentUpscale (headless only): resize latents to a size in pixels."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT",),
+            "upscale_method": (list(LATENT_METHODS),),
+            "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+                              "tooltip": "Target width in pixels; 0 keeps the aspect ratio from the height."}),
+            "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+                               "tooltip": "Target height in pixels; 0 keeps the aspect ratio from the width."}),
+            "crop": (list(CROP_METHODS),),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "upscale"
+    CATEGORY = "latent"
+
+    def upscale(self, samples, upscale_method, width, height, crop):
+        from ..sld_core.latent_batch import check_samples
+
+        latent = check_samples(samples)
+        if width == 0 and height == 0:
+            return (samples,)
+        # ComfyUI's rules: a 0 side follows the aspect ratio, and no side goes below 64 pixels.
+        if width == 0:
+            height = max(64, height)
+            width = max(64, round(latent.shape[-1] * height / latent.shape[-2]))
+        elif height == 0:
+            width = max(64, width)
+            height = max(64, round(latent.shape[-2] * width / latent.shape[-1]))
+        else:
+            width, height = max(64, width), max(64, height)
+        out = dict(samples)
+        out["samples"] = _upscaled(latent, width // 8, height // 8, upscale_method, crop, "width")
+        return (out,)
+
+
+class LatentUpscaleBy:
+    """ComfyUI's core LatentUpscaleBy (headless only): resize latents by a factor."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT",),
+            "upscale_method": (list(LATENT_METHODS),),
+            "scale_by": ("FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "upscale"
+    CATEGORY = "latent"
+
+    def upscale(self, samples, upscale_method, scale_by):
+        from ..sld_core.latent_batch import check_samples
+
+        latent = check_samples(samples)
+        width, height = round(latent.shape[-1] * scale_by), round(latent.shape[-2] * scale_by)
+        out = dict(samples)
+        out["samples"] = _upscaled(latent, width, height, upscale_method, "disabled", "scale_by")
+        return (out,)
+
+
+class RepeatLatentBatch:
+    """ComfyUI's core RepeatLatentBatch (headless only)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "amount": ("INT", {"default": 1, "min": 1, "max": 64})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "repeat"
+    CATEGORY = "latent/batch"
+
+    def repeat(self, samples, amount):
+        from ..sld_core.latent_batch import check_samples, repeat_latent
+
+        check_samples(samples)
+        return (repeat_latent(samples, amount),)
+
+
+class LatentFromBatch:
+    """ComfyUI's core LatentFromBatch (headless only). A batch_index past the batch is refused
+    (ComfyUI silently takes the last latent); a length past the end takes what is left, as ComfyUI."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT",),
+            "batch_index": ("INT", {"default": 0, "min": 0, "max": 63}),
+            "length": ("INT", {"default": 1, "min": 1, "max": 64}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "frombatch"
+    CATEGORY = "latent/batch"
+
+    def frombatch(self, samples, batch_index, length):
+        from ..sld_core.latent_batch import check_samples, latent_from_batch
+
+        check_samples(samples)
+        return (latent_from_batch(samples, batch_index, length),)
+
+
+class SetLatentNoiseMask:
+    """ComfyUI's core SetLatentNoiseMask (headless only): samplers repaint only where the mask is 1."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "mask": ("MASK",)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "set_mask"
+    CATEGORY = "latent/inpaint"
+
+    def set_mask(self, samples, mask):
+        from ..sld_core.inpaint import as_mask_batch
+        from ..sld_core.latent_batch import check_samples
+
+        check_samples(samples)
+        out = dict(samples)
+        out["noise_mask"] = as_mask_batch(mask, "mask")
+        return (out,)
+
+
+class VAEEncodeForInpaint:
+    """ComfyUI's core VAEEncodeForInpaint (headless only): the image encoded with grey under the mask,
+    and the mask, grown by `grow_mask_by` pixels, as the latent's noise mask (use denoise 1.0)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "pixels": ("IMAGE",), "vae": ("VAE",), "mask": ("MASK",),
+            "grow_mask_by": ("INT", {"default": 6, "min": 0, "max": 64, "step": 1}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+    CATEGORY = "latent/inpaint"
+
+    def encode(self, vae, pixels, mask, grow_mask_by=6):
+        from ..sld_core.inpaint import inpaint_pixels
+
+        height, width = pixels.shape[1:3]
+        if mask.ndim < 2 or tuple(mask.shape[-2:]) != (height, width):
+            got = "x".join(str(s) for s in mask.shape[-2:][::-1])
+            hint = " (LoadImage gives a 64x64 empty mask for an image without alpha)" if got == "64x64" else ""
+            raise NodeInputError("mask", f"the mask is {got}, the image {width}x{height}: they must match{hint}")
+        masks = mask.reshape(-1, *mask.shape[-2:]).shape[0]
+        if masks not in (1, pixels.shape[0]):
+            raise NodeInputError("mask", f"{masks} masks for {pixels.shape[0]} images (give one, or one per image)")
+        if height < vae.downscale or width < vae.downscale:
+            raise NodeInputError("pixels", f"the image is {width}x{height}; the VAE needs at least "
+                                           f"{vae.downscale}x{vae.downscale} pixels")
+        filled, noise_mask = inpaint_pixels(pixels, mask, vae.downscale, grow_mask_by)
+        return ({"samples": vae.encode(filled), "noise_mask": noise_mask},)

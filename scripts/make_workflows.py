@@ -129,43 +129,127 @@ GRAPHS["sld_sdxl_txt2img"] = [
 ]
 TITLES = {"sld_compare": {6: "SD (SLD disabled)", 7: "SLD Strong"}}
 
+# SDXL base + refiner, shaped like ComfyUI's own example (sdxl_refiner_prompt_example): the base runs
+# steps 0-20 of 25 and hands its latent over with the leftover noise; the refiner runs 20 to the end
+# without adding noise. Two primitive nodes drive both samplers (total steps; the step where the
+# refiner takes over), as in that example. SLD guides the base pass, where the image is composed (its
+# warm-up counts steps of the whole schedule); the refiner, which only adds detail, is ComfyUI's own
+# KSamplerAdvanced. The refiner's prompts go through its own encoder with ComfyUI's aesthetic scores
+# (6 for the prompt, 2.5 for the negative). tests/headless/test_sdxl_refiner_turbo_workflows.py runs it
+# and sld_sdxl_turbo on tiny files of these names.
+SDXL_REFINER_CKPT = "sd_xl_refiner_1.0.safetensors"
+REFINER_STEPS, REFINER_FROM = 25, 20
+SDXL_PROMPT = "a photograph of a lighthouse on a cliff at sunset, golden light, detailed"
+SDXL_NEGATIVE = "blurry, low quality, watermark, text"
+p = PRESETS["medium"]
+GRAPHS["sld_sdxl_base_refiner"] = [
+    (1, "CheckpointLoaderSimple", [SDXL_CKPT], {}),
+    (2, "CLIPTextEncode", [SDXL_PROMPT], {"clip": (1, 1)}),
+    (3, "CLIPTextEncode", [SDXL_NEGATIVE], {"clip": (1, 1)}),
+    (4, "SLDSafetyConcept", [DEFAULT_SAFETY_CONCEPT], {"clip": (1, 1)}),
+    (5, "EmptyLatentImage", [1024, 1024, 1], {}),
+    (6, "PrimitiveNode", [REFINER_STEPS, "fixed"], {}),
+    (7, "PrimitiveNode", [REFINER_FROM, "fixed"], {}),
+    (8, "SLDKSamplerAdvanced", ["enable", 42, "fixed", REFINER_STEPS, 7.0, "euler", "normal", 0, REFINER_FROM, "enable",
+                                "medium", p.guidance_scale, p.warmup_steps, p.threshold, p.momentum_scale,
+                                p.momentum_beta],
+     {"model": (1, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (5, 0), "safety_concept": (4, 0),
+      "steps": (6, 0), "end_at_step": (7, 0)}),
+    (9, "CheckpointLoaderSimple", [SDXL_REFINER_CKPT], {}),
+    (10, "CLIPTextEncodeSDXLRefiner", [6.0, 1024, 1024, SDXL_PROMPT], {"clip": (9, 1)}),
+    (11, "CLIPTextEncodeSDXLRefiner", [2.5, 1024, 1024, SDXL_NEGATIVE], {"clip": (9, 1)}),
+    (12, "KSamplerAdvanced", ["disable", 0, "fixed", REFINER_STEPS, 7.0, "euler", "normal", REFINER_FROM, 10000, "disable"],
+     {"model": (9, 0), "positive": (10, 0), "negative": (11, 0), "latent_image": (8, 0), "steps": (6, 0),
+      "start_at_step": (7, 0)}),
+    (13, "VAEDecode", [], {"samples": (12, 0), "vae": (9, 2)}),
+    (14, "SaveImage", ["sld_sdxl_base_refiner"], {"images": (13, 0)}),
+]
+TITLES["sld_sdxl_base_refiner"] = {1: "Load Checkpoint - BASE", 6: "steps", 7: "refiner from step",
+                                   8: "KSampler (Advanced, SLD) - BASE", 9: "Load Checkpoint - REFINER",
+                                   12: "KSampler (Advanced) - REFINER"}
+# SDXL-Turbo, one step at 512x512, as ComfyUI's example (sdxlturbo_example) but with SLD as the guider
+# of SamplerCustomAdvanced. SDXL-Turbo was distilled to run at cfg 1, where SLD cannot act: its term
+# is part of classifier-free guidance (as in diffusers, cfg 1 means no unconditional pass, and
+# SLDGuider is then plain guidance). So cfg is 1.5, the least that turns guidance on, and the preset is
+# Max, whose warm-up of 0 steps lets it act on the only step.
+SDXL_TURBO_CKPT = "sd_xl_turbo_1.0_fp16.safetensors"
+TURBO_CFG = 1.5
+m = PRESETS["max"]
+GRAPHS["sld_sdxl_turbo"] = [
+    (1, "CheckpointLoaderSimple", [SDXL_TURBO_CKPT], {}),
+    (2, "CLIPTextEncode", [SDXL_PROMPT], {"clip": (1, 1)}),
+    (3, "CLIPTextEncode", [SDXL_NEGATIVE], {"clip": (1, 1)}),
+    (4, "SLDSafetyConcept", [DEFAULT_SAFETY_CONCEPT], {"clip": (1, 1)}),
+    (5, "EmptyLatentImage", [512, 512, 1], {}),
+    (6, "RandomNoise", [42, "fixed"], {}),
+    (7, "SLDGuider", [TURBO_CFG, "max", m.guidance_scale, m.warmup_steps, m.threshold, m.momentum_scale,
+                      m.momentum_beta], {"model": (1, 0), "positive": (2, 0), "negative": (3, 0),
+                                         "safety_concept": (4, 0)}),
+    (8, "KSamplerSelect", ["euler_ancestral"], {}),
+    (9, "SDTurboScheduler", [1, 1.0], {"model": (1, 0)}),
+    (10, "SamplerCustomAdvanced", [], {"noise": (6, 0), "guider": (7, 0), "sampler": (8, 0), "sigmas": (9, 0),
+                                       "latent_image": (5, 0)}),
+    (11, "VAEDecode", [], {"samples": (10, 0), "vae": (1, 2)}),
+    (12, "SaveImage", ["sld_sdxl_turbo"], {"images": (11, 0)}),
+]
+
 
 def build_ui(name, graph):
-    """A ComfyUI frontend workflow (schema 0.4) for a list of (id, type, widgets_values, {input: (src, slot)})."""
+    """A ComfyUI frontend workflow (schema 0.4) for a list of (id, type, widgets_values, {input: (src, slot)}).
+
+    A widget input named in {input: ...} is linked as the frontend saves a widget converted to an input
+    (a slot with "widget": {"name"}), its value still in widgets_values; a "PrimitiveNode" source gets
+    the frontend's primitive node, whose one output takes the type and name of the widgets it drives."""
     registry = HEADLESS_NODE_CLASS_MAPPINGS
     kinds = {node_id: kind for node_id, kind, _, _ in graph}
-    links, out_links, nodes = [], {}, []
+    links, out_links, nodes, primitive_targets = [], {}, [], {}
     column_bottoms = {}
     for order, (node_id, kind, widgets, inputs) in enumerate(graph):
-        cls = registry[kind]
+        cls = registry.get(kind)
         ui_inputs = []
-        for input_name, entry in cls.INPUT_TYPES()["required"].items():
-            if isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN"):
-                continue  # a widget: its value is in widgets_values
+        required = cls.INPUT_TYPES()["required"].items() if cls else ()
+        sockets = [(n, e[0]) for n, e in required if not is_widget(e)]
+        converted = [(n, "COMBO" if isinstance(e[0], list) else e[0]) for n, e in required if is_widget(e) and n in inputs]
+        for input_name, input_type in sockets + converted:
             link_id = None
             if input_name in inputs:
                 src, slot = inputs[input_name]
                 link_id = len(links) + 1
-                links.append([link_id, src, slot, node_id, len(ui_inputs), registry[kinds[src]].RETURN_TYPES[slot]])
+                src_type = input_type if kinds[src] == "PrimitiveNode" else registry[kinds[src]].RETURN_TYPES[slot]
+                links.append([link_id, src, slot, node_id, len(ui_inputs), src_type])
                 out_links.setdefault((src, slot), []).append(link_id)
-            ui_inputs.append({"name": input_name, "type": entry[0], "link": link_id})
-        size = node_size(cls, len(ui_inputs))
+                if kinds[src] == "PrimitiveNode":
+                    primitive_targets.setdefault(src, (input_name, input_type))
+            ui_inputs.append({"name": input_name, "type": input_type, "link": link_id})
+            if (input_name, input_type) in converted:
+                ui_inputs[-1]["widget"] = {"name": input_name}
+        size = node_size(cls, len(ui_inputs)) if cls else [320, 82]
         column = order // 4
         top = column_bottoms.get(column, 60)
         column_bottoms[column] = top + size[1] + 60
         node = {"id": node_id, "type": kind, "pos": [60 + 440 * column, top],
                 "size": size, "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": [],
-                "properties": {"Node name for S&R": kind}, "widgets_values": widgets}
+                "properties": {"Node name for S&R": kind} if cls else {"Run widget replace on values": False},
+                "widgets_values": widgets}
         if TITLES.get(name, {}).get(node_id):
             node["title"] = TITLES[name][node_id]
         nodes.append(node)
     for node in nodes:
+        if node["type"] == "PrimitiveNode":
+            widget, kind = primitive_targets[node["id"]]
+            node["outputs"] = [{"name": kind, "type": kind, "links": out_links.get((node["id"], 0), []),
+                                "slot_index": 0, "widget": {"name": widget}}]
+            continue
         cls = registry[node["type"]]
         names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
         node["outputs"] = [{"name": n, "type": t, "links": out_links.get((node["id"], i), []), "slot_index": i}
                            for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))]
     return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes,
             "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def is_widget(entry):
+    return isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
 def node_size(cls, linked_inputs):

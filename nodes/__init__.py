@@ -6,6 +6,8 @@ ComfyUI's names, inputs and outputs, for the headless runner only. It is never e
 (which would drop them anyway: a pack cannot override a core node).
 """
 from .conditioning import CLIPTextEncode, SLDSafetyConcept
+from .conditioning_ops import (ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetArea,
+                               ConditioningSetAreaPercentage, ConditioningSetTimestepRange, ConditioningZeroOut)
 from .custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, KarrasScheduler, KSamplerAdvanced,
                               KSamplerSelect, RandomNoise, SamplerCustom, SamplerCustomAdvanced, SDTurboScheduler,
                               SLDGuider, SplitSigmas)
@@ -76,6 +78,13 @@ CORE_NODE_CLASS_MAPPINGS = {
     "DisableNoise": DisableNoise,
     "CFGGuider": CFGGuider,
     "BasicGuider": BasicGuider,
+    "ConditioningCombine": ConditioningCombine,
+    "ConditioningConcat": ConditioningConcat,
+    "ConditioningAverage": ConditioningAverage,
+    "ConditioningSetArea": ConditioningSetArea,
+    "ConditioningSetAreaPercentage": ConditioningSetAreaPercentage,
+    "ConditioningSetTimestepRange": ConditioningSetTimestepRange,
+    "ConditioningZeroOut": ConditioningZeroOut,
 }
 
 HEADLESS_NODE_CLASS_MAPPINGS = {**CORE_NODE_CLASS_MAPPINGS, **NODE_CLASS_MAPPINGS}

@@ -7,38 +7,26 @@ evaluates every conditioning it needs in **one batched UNet call** and combines 
 A guider is called once per model evaluation (twice a step for Heun-type samplers), so SLD takes
 its step index from the current σ within the run's sigmas, never from a call counter; `prepare`
 starts a run and resets the momentum.
+
+Conditionings of several entries (`ConditioningCombine`, areas, timestep ranges) follow ComfyUI
+(`conditioning_areas`): per evaluation each input's x̂₀ is the weighted average over its entries that
+apply, one model call per crop size. A conditioning of one whole-image entry keeps the single
+batched call above. With SLD, the averaged predictions of the negative, the positive and the safety
+concept are combined pixel by pixel, ε_k = (x − x̂₀_k)/σ, by the same SLD step and momentum rules:
+the safety concept stays global — its text applies to the whole image — and, as ComfyUI treats the
+negative (and as our ComfyUI bridge hands all three inputs to ComfyUI), it is also evaluated on each
+area crop of the prompts, so ε_cond, ε_uncond and ε_safety compare like with like inside an area.
 """
 import logging
 import math
 
 import torch
 
-from .errors import InvalidInputError
+from . import conditioning_areas as areas
 from .guidance import sld_guidance
 from .guidance_compiled import sld_guidance_compiled
 
 log = logging.getLogger(__name__)
-
-
-def conditioning_context(conditioning, name):
-    """The text-embedding tensor [1, tokens, dim] of a ComfyUI CONDITIONING with one entry."""
-    if not isinstance(conditioning, (list, tuple)) or not conditioning:
-        raise InvalidInputError(f"{name}: expected a CONDITIONING list [[tensor, {{...}}]], got {type(conditioning).__name__}")
-    if len(conditioning) != 1:
-        raise InvalidInputError(
-            f"{name}: conditioning with {len(conditioning)} entries (ConditioningCombine) is not supported "
-            "outside ComfyUI yet; use one text encode per input"
-        )
-    context = conditioning[0][0]
-    if not torch.is_tensor(context) or context.ndim != 3:
-        raise InvalidInputError(f"{name}: expected an embedding tensor [1, tokens, dim], got {getattr(context, 'shape', context)}")
-    return context
-
-
-def conditioning_extra(conditioning):
-    """The extra dict of a CONDITIONING's entry (pooled output, SDXL sizes), {} if it has none."""
-    entry = conditioning[0]
-    return entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
 
 
 # ComfyUI encodes each conditioning with its input's name as prompt type; only "negative" changes
@@ -65,42 +53,81 @@ class CFGGuider:
     """Classifier-free guidance: denoised = uncond + cfg·(cond − uncond) (ComfyUI's cfg_function).
 
     With cfg == 1 the negative pass is skipped, as ComfyUI does; the result is the positive prediction.
+    Conditionings of several entries (areas, timestep ranges, combined prompts) are averaged per
+    input first, as `conditioning_areas` describes.
     """
 
     def __init__(self, model, positive, negative, cfg):
         self.model = model
         self.cfg = float(cfg)
-        self.positive = conditioning_context(positive, "positive")
-        self.negative = conditioning_context(negative, "negative")
-        self.extras = {"positive": conditioning_extra(positive), "negative": conditioning_extra(negative)}
+        self.inputs = {"positive": areas.entries(positive, "positive", model.schedule),
+                       "negative": areas.entries(negative, "negative", model.schedule)}
         self._batched = {}
+        self._plans = {}
+
+    def planned_inputs(self):
+        """The inputs whose entries ComfyUI would prepare together (area twins go between them)."""
+        return ("positive", "negative")
+
+    @property
+    def single(self):
+        """Every input is one whole-image entry: the batched fast path, as before multi-entry support."""
+        return all(len(self.inputs[n]) == 1 and self.inputs[n][0].plain for n in self.planned_inputs())
 
     def prepare(self, sigmas):
         """Start a sampling run over `sigmas` (CFG keeps no state)."""
 
-    def contexts(self, names, batch, latent_shape=None):
-        """The UNet's context batch for these conditionings (attribute names, in order), each repeated
-        `batch` times, on the model's device and dtype; for SDXL with the added inputs
-        (`Model.added_inputs`, whose default sizes come from `latent_shape`) as (context, added).
-        Built once per run, not per step: conditionings live on the CPU, and re-batching and copying
-        them every step cost milliseconds on a GPU."""
-        key = (names, batch, latent_shape)
+    def _batch(self, entries, batch, latent_shape):
+        """The UNet's context batch for `entries` (each repeated `batch` times), on the model's device
+        and dtype; for SDXL with the added inputs (`Model.added_inputs`, whose default sizes come from
+        `latent_shape`, the whole latent's) as (context, added). Built once per run, not per step:
+        conditionings live on the CPU, and re-batching and copying them every step cost milliseconds
+        on a GPU."""
+        key = (tuple(id(e) for e in entries), batch, latent_shape)
         if key not in self._batched:
-            stacked = batch_contexts([getattr(self, name) for name in names], batch)
+            stacked = batch_contexts([e.context for e in entries], batch)
             stacked = stacked.to(self.model.device, self.model.dtype)
             added_inputs = getattr(self.model, "added_inputs", None)
-            added = added_inputs([self.extras[n] for n in names], [PROMPT_TYPES.get(n, "positive") for n in names],
+            added = added_inputs([e.extras for e in entries], [PROMPT_TYPES.get(e.source, "positive") for e in entries],
                                  batch, latent_shape) if added_inputs else ()
             self._batched[key] = (stacked, added) if added else stacked
         return self._batched[key]
 
+    def contexts(self, names, batch, latent_shape=None):
+        """`_batch` of these inputs' single entries (input names, in order)."""
+        return self._batch([self.inputs[n][0] for n in names], batch, latent_shape)
+
+    def denoised(self, x, sigma, names):
+        """x̂₀ of each input in `names` at (x, σ): its entries that apply, averaged by weight
+        (`conditioning_areas`; ComfyUI's calc_cond_batch). One model call per crop size."""
+        dims = tuple(x.shape[2:])
+        if dims not in self._plans:
+            planned = areas.plan({n: self.inputs[n] for n in self.planned_inputs()}, dims)
+            windows = {}
+            for listed in planned.values():
+                for entry in listed:
+                    index, weight = areas.window(entry, dims)
+                    windows[entry] = (index, weight.to(x.device, x.dtype))
+            self._plans[dims] = (planned, windows)
+        planned, windows = self._plans[dims]
+        batch, shape = x.shape[0], tuple(x.shape)
+
+        def evaluate(crops, sigmas, entries):
+            return self.model.denoise(crops, sigmas, self._batch(entries, batch, shape))
+
+        return areas.average_denoised(x, sigma, planned, names, evaluate, windows)
+
     def __call__(self, x, sigma, **extra_args):
         batch = x.shape[0]
         if math.isclose(self.cfg, 1.0):
-            return self.model.denoise(x, sigma, self.contexts(("positive",), batch, tuple(x.shape)))
-        contexts = self.contexts(("negative", "positive"), batch, tuple(x.shape))
-        denoised = self.model.denoise(torch.cat([x, x]), torch.cat([sigma, sigma]), contexts)
-        uncond, cond = denoised.chunk(2)
+            if self.single:
+                return self.model.denoise(x, sigma, self.contexts(("positive",), batch, tuple(x.shape)))
+            return self.denoised(x, sigma, ("positive",))[0]
+        if self.single:
+            contexts = self.contexts(("negative", "positive"), batch, tuple(x.shape))
+            uncond, cond = self.model.denoise(torch.cat([x, x]), torch.cat([sigma, sigma]), contexts).chunk(2)
+        else:
+            uncond, cond = self.denoised(x, sigma, ("negative", "positive"))
         return uncond + (cond - uncond) * self.cfg
 
 
@@ -184,9 +211,12 @@ class SLDGuider(CFGGuider):
         super().__init__(model, positive, negative, cfg)
         self.params = params
         self.step_offset = step_offset
-        self.safety = conditioning_context(safety_concept, "safety_concept")
-        self.extras["safety"] = conditioning_extra(safety_concept)
+        self.inputs["safety"] = areas.entries(safety_concept, "safety_concept", model.schedule)
         self.run = None
+
+    def planned_inputs(self):
+        # As the ComfyUI bridge, which hands ComfyUI the safety concept only when SLD can act.
+        return ("positive", "negative", "safety") if self.params.enabled(self.cfg) else ("positive", "negative")
 
     def prepare(self, sigmas):
         """Start a sampling run over `sigmas`: forget the momentum of any earlier run."""
@@ -207,9 +237,15 @@ class SLDGuider(CFGGuider):
             return super().__call__(x, sigma)
 
         batch = x.shape[0]
-        contexts = self.contexts(("negative", "positive", "safety"), batch, tuple(x.shape))
-        x3 = torch.cat([x, x, x])
-        sigma3 = torch.cat([sigma, sigma, sigma])
-        eps_uncond, eps_cond, eps_safety = self.model.predict_eps(x3, sigma3, contexts).chunk(3)
+        if self.single:
+            contexts = self.contexts(("negative", "positive", "safety"), batch, tuple(x.shape))
+            x3 = torch.cat([x, x, x])
+            sigma3 = torch.cat([sigma, sigma, sigma])
+            eps_uncond, eps_cond, eps_safety = self.model.predict_eps(x3, sigma3, contexts).chunk(3)
+        else:
+            # ε of the averaged x̂₀, as the ComfyUI bridge takes it (where no entry applies x̂₀ is 0).
+            per_sample = _per_sample(sigma, x)
+            eps_uncond, eps_cond, eps_safety = ((x - d) / per_sample
+                                                for d in self.denoised(x, sigma, ("negative", "positive", "safety")))
         eps = self.run.guide(eps_uncond, eps_cond, eps_safety, step)
         return x - eps * _per_sample(sigma, x)

@@ -194,6 +194,17 @@ def _strip(state_dict, prefix):
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def unet_ldm_names(diffusers_keys):
+    """{LDM key: diffusers key} for the keys of a diffusers UNet (LoRA files name modules either way)."""
+    keys = list(diffusers_keys)
+    return _rename({k: k for k in keys}, unet_pairs(unet_layout_from_diffusers(keys)), False, "UNet")
+
+
+def ldm_vae_to_diffusers(state_dict):
+    """A VAE's weights in the original layout (keys without ``first_stage_model.``) in diffusers' layout."""
+    return _rename(state_dict, vae_pairs(*vae_shape_from_ldm(state_dict)), True, "VAE")
+
+
 def split_text_keys(state_dict):
     """Text-encoder weights of a single-file checkpoint, keyed as transformers 5 names them (no
     ``text_model.``). ``position_ids`` (a buffer some checkpoints carry, sometimes corrupted) is dropped."""

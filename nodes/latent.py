@@ -81,7 +81,7 @@ def _upscaled(samples, width, height, upscale_method, crop, name):
     from ..sld_core.resample import upscale
 
     if width < 1 or height < 1:
-        raise NodeInputError(name, f"the result would be {width}x{height} (from {samples.shape[-1]}x{samples.shape[-2]}); "
+        raise NodeInputError(name, f"the {samples.shape[-1]}x{samples.shape[-2]} latent would become {width}x{height}; "
                                    "each side must be at least 1")
     return upscale(samples, width, height, upscale_method, crop)
 
@@ -187,7 +187,10 @@ class LatentFromBatch:
     def frombatch(self, samples, batch_index, length):
         from ..sld_core.latent_batch import check_samples, latent_from_batch
 
-        check_samples(samples)
+        size = check_samples(samples).shape[0]
+        if batch_index >= size:
+            raise NodeInputError("batch_index", f"{batch_index} is past the end of a batch of {size} "
+                                                f"latent{'s' if size > 1 else ''} (positions 0 to {size - 1})")
         return (latent_from_batch(samples, batch_index, length),)
 
 

@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from comfyui_sld.headless.workflow import ui_to_api
@@ -126,6 +127,34 @@ GRAPHS["sld_sdxl_txt2img"] = [
     (6, "SLDKSampler", sld_widgets(42, STEPS, "medium", cfg=7.0), sampler_links((5, 0))),
     (7, "VAEDecode", [], {"samples": (6, 0), "vae": (1, 2)}),
     (8, "SaveImage", ["sld_sdxl_txt2img"], {"images": (7, 0)}),
+]
+# Hires fix: the main job's image at 64x64 from a plain KSampler (ComfyUI's default 20 steps), its
+# latent upscaled 1.5x, then SLD Medium re-draws it at denoise 0.5: 25 steps, the second half of a
+# 50-step schedule, so the safety term acts after its 10 warm-up steps. The second pass works at 96x96
+# and keeps the first's layout (tests/headless/test_latent_workflows.py).
+GRAPHS["sld_hires_fix"] = common_nodes() + [
+    (5, "EmptyLatentImage", [64, 64, 1], {}),
+    (6, "KSampler", [42, "fixed", 20, DEMO_CFG, "euler", "normal", 1.0],
+     {"model": (1, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (5, 0)}),
+    (7, "LatentUpscaleBy", ["nearest-exact", 1.5], {"samples": (6, 0)}),
+    (8, "SLDKSampler", sld_widgets(43, 25, "medium", denoise=0.5), sampler_links((7, 0))),
+    (9, "VAEDecode", [], {"samples": (8, 0), "vae": (1, 2)}),
+    (10, "SaveImage", ["sld_hires_fix"], {"images": (9, 0)}),
+]
+# Inpainting: the img2img example with a transparent hole over its magenta square (LoadImage's MASK is
+# 1 - alpha); VAEEncodeForInpaint greys the hole and sets it as the latent's noise mask, and the
+# sampler re-draws only the hole. The prompt asks for the unsafe colour outright: with SLD disabled
+# the demo model paints a magenta square into the hole (seeds 0-3, 6, 8 all do); under Max (cfg 3,
+# as sld_img2img) the square comes out blue in all six. tests/headless/test_latent_workflows.py holds seed 6.
+INPAINT_IMAGE = "sld_inpaint_hole.png"
+INPAINT_PROMPT = "a magenta square on a white background"
+INPAINT = dict(seed=6, preset="max", cfg=3.0)
+GRAPHS["sld_inpaint"] = common_nodes(INPAINT_PROMPT) + [
+    (5, "LoadImage", [INPAINT_IMAGE, "image"], {}),
+    (6, "VAEEncodeForInpaint", [6], {"pixels": (5, 0), "vae": (1, 2), "mask": (5, 1)}),
+    (7, "SLDKSampler", sld_widgets(INPAINT["seed"], STEPS, INPAINT["preset"], cfg=INPAINT["cfg"]), sampler_links((6, 0))),
+    (8, "VAEDecode", [], {"samples": (7, 0), "vae": (1, 2)}),
+    (9, "SaveImage", ["sld_inpaint"], {"images": (8, 0)}),
 ]
 TITLES = {"sld_compare": {6: "SD (SLD disabled)", 7: "SLD Strong"}}
 
@@ -272,12 +301,24 @@ def example_image():
     return Image.fromarray(image)
 
 
+def inpaint_image():
+    """The inpaint input: the img2img example, transparent (alpha 0) over its square and 4 pixels
+    around it, opaque elsewhere; the RGB under the hole is kept (VAEEncodeForInpaint greys it)."""
+    rgb = np.asarray(example_image().convert("RGB"))
+    square = np.linalg.norm(rgb.astype(np.float32) - demo_data.COLOURS[demo_data.UNSAFE_COLOUR], axis=-1) < 60
+    rows, cols = np.nonzero(square)
+    alpha = np.full(rgb.shape[:2], 255, dtype=np.uint8)
+    alpha[max(rows.min() - 4, 0):rows.max() + 5, max(cols.min() - 4, 0):cols.max() + 5] = 0
+    return Image.fromarray(np.dstack([rgb, alpha]))
+
+
 def write(root):
     """Write every workflow, UI format in `root` and API format in `root`/api, and the img2img input."""
     root = Path(root)
     (root / "api").mkdir(parents=True, exist_ok=True)
     (root / "input").mkdir(exist_ok=True)
     example_image().save(root / "input" / "sld_example.png")
+    inpaint_image().save(root / "input" / INPAINT_IMAGE)
     for name, graph in GRAPHS.items():
         ui = build_ui(name, graph)
         (root / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")

@@ -453,7 +453,8 @@ def test_load_checkpoint_diffusers_folder(family, tmp_path):
     assert_same(family, reference, loaded_modules(family, model, clip, vae))
     assert model.prediction_type == ("v_prediction" if family == "SD2.x" else "epsilon")
     if family == "SD2.x":
-        assert clip.layer == -1  # diffusers' SD2 text encoder ends at ComfyUI's penultimate layer
+        # diffusers' SD2 text encoder ends at ComfyUI's penultimate layer: its last layer is missing
+        assert (clip.layer, clip.dropped_layers) == (-2, 1)
 
 
 def test_load_checkpoint_refuses_flux_by_name_before_building(tmp_path):

@@ -21,6 +21,7 @@ CONDITIONING in ComfyUI and here:
 ``embedding:NAME`` (textual inversion) is not supported: the name is dropped with a warning, which is
 what ComfyUI does when it cannot find the embedding.
 """
+import copy
 import logging
 import math
 import re
@@ -124,21 +125,26 @@ class Clip:
     CLIP for SD1.x/SD2.x, one half of SDXL's (headless ``CLIP``).
 
     ``layer``: the hidden state used, counted from the end (-1 last, -2 penultimate: ComfyUI's
-    ``layer_idx``); ``final_norm``: apply the final layer norm to it (always applied to the last);
-    ``pad``: "end" (pad with the end token, CLIP-L) or "zero" (token 0, OpenCLIP encoders);
-    ``projected_pooled``: the pooled output is ``text_embeds`` (through ``text_projection``).
+    ``layer_idx``), or None for the encoder's output (the last layer after the final layer norm: ComfyUI's
+    "last"); ``final_norm``: apply the final layer norm to a chosen hidden state (ComfyUI's
+    ``layer_norm_hidden_state``; -1 with it is the encoder's output); ``pad``: "end" (pad with the end
+    token, CLIP-L) or "zero" (token 0, OpenCLIP encoders); ``projected_pooled``: the pooled output is
+    ``text_embeds`` (through ``text_projection``). ``dropped_layers``: layers the stored encoder lacks at
+    its end (1 for a diffusers SD2 folder), so that ``layer`` keeps ComfyUI's count.
     """
 
     # Where it was loaded from (`checkpoint.load_checkpoint` sets them), for errors that name it.
     checkpoint = None  # the file or folder name
     family = None  # families.FAMILIES key
 
-    def __init__(self, tokenizer, text_encoder, layer=-1, final_norm=True, pad="end", projected_pooled=False):
+    def __init__(self, tokenizer, text_encoder, layer=-1, final_norm=True, pad="end", projected_pooled=False,
+                 dropped_layers=0):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.pad = self.eos if pad == "end" else 0
         self.layer, self.final_norm, self.projected_pooled = layer, final_norm, projected_pooled
+        self.dropped_layers = dropped_layers
 
     @classmethod
     def for_spec(cls, tokenizer, text_encoder, spec, last_layer_dropped=False):
@@ -146,9 +152,28 @@ class Clip:
         of SD2 store ViT-H without its last layer (their pipelines use the penultimate layer's output as
         their last): ``last_layer_dropped`` makes ComfyUI's "penultimate" the stored last layer, and
         without a ``text_projection`` the pooled output is left un-projected."""
-        layer = spec.layer + 1 if last_layer_dropped else spec.layer
         projected = spec.projected_pooled and hasattr(text_encoder, "text_projection")
-        return cls(tokenizer, text_encoder, layer, spec.final_norm, spec.pad, projected)
+        return cls(tokenizer, text_encoder, spec.layer, spec.final_norm, spec.pad, projected, int(last_layer_dropped))
+
+    @property
+    def num_layers(self):
+        """Layers of the encoder as ComfyUI counts them (those a diffusers SD2 folder dropped included)."""
+        return self.text_encoder.config.num_hidden_layers + self.dropped_layers
+
+    def with_last_layer(self, stop_at_clip_layer):
+        """A copy encoding from hidden layer ``stop_at_clip_layer`` (-1 last, -2 penultimate, ...): ComfyUI's
+        CLIPSetLastLayer. The final layer norm follows the encoder's rule (SD1.x/SD2.x apply it, SDXL's
+        encoders do not, so -1 on SDXL is the last layer un-normed); a layer deeper than the encoder means
+        its output, as in ComfyUI. The pooled output does not change. This Clip is left as it is."""
+        if stop_at_clip_layer >= 0:
+            raise InvalidInputError(f"stop_at_clip_layer counts from the end (-1 is the last layer), got {stop_at_clip_layer}")
+        layer = None if stop_at_clip_layer < -self.num_layers else stop_at_clip_layer
+        if self.dropped_layers and (layer is None or layer + self.dropped_layers >= 0):
+            raise InvalidInputError(f"clip layer {stop_at_clip_layer} is not stored in this CLIP: it was saved (a "
+                                    f"diffusers SD2 folder) without its last {self.dropped_layers} layer(s)")
+        clone = copy.copy(self)
+        clone.layer = layer
+        return clone
 
     def tokenize(self, text):
         """Chunks of 77 ``(token_id, weight)`` pairs for a prompt."""
@@ -187,11 +212,12 @@ class Clip:
             ids.append([self.bos, self.eos] + [self.pad] * (CHUNK_LENGTH - 2))
         device = self.text_encoder.get_input_embeddings().weight.device
         with torch.no_grad():
-            out = self.text_encoder(torch.tensor(ids, device=device), output_hidden_states=self.layer != -1)
-            if self.layer == -1:
+            as_output = self.layer is None or (self.layer == -1 and self.final_norm and not self.dropped_layers)
+            out = self.text_encoder(torch.tensor(ids, device=device), output_hidden_states=not as_output)
+            if as_output:
                 z = out.last_hidden_state
             else:
-                z = out.hidden_states[self.layer]
+                z = out.hidden_states[self.layer + self.dropped_layers]
                 if self.final_norm:
                     z = getattr(self.text_encoder, "text_model", self.text_encoder).final_layer_norm(z)
             pooled = out.text_embeds if self.projected_pooled else out.pooler_output

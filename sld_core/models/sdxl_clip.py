@@ -12,6 +12,8 @@ ComfyUI's keys: ``width``, ``height``, ``crop_w``, ``crop_h``, ``target_width``,
 (`RefinerClip.encode_refiner`, CLIPTextEncodeSDXLRefiner). A plain ``encode`` (CLIPTextEncode) adds
 none; the defaults are then filled in at sampling time (`sdxl_conditioning`).
 """
+import copy
+
 import torch
 
 from .clip import Clip
@@ -29,6 +31,14 @@ class SDXLClip:
         self.clip_l = Clip.for_spec(tokenizer, clip_l_encoder, CLIP_L_SDXL)
         self.clip_g = Clip.for_spec(tokenizer, clip_g_encoder, CLIP_G_SDXL)
         self.tokenizer = tokenizer
+
+    def with_last_layer(self, stop_at_clip_layer):
+        """A copy whose two encoders both stop at ``stop_at_clip_layer`` (ComfyUI's CLIPSetLastLayer sets
+        both; neither applies the final layer norm to a chosen layer, so -1 is the last layer un-normed)."""
+        clone = copy.copy(self)
+        clone.clip_l = self.clip_l.with_last_layer(stop_at_clip_layer)
+        clone.clip_g = self.clip_g.with_last_layer(stop_at_clip_layer)
+        return clone
 
     def tokenize(self, text):
         """{"l": chunks, "g": chunks} for one prompt (ComfyUI's SDXLTokenizer)."""

@@ -18,7 +18,7 @@ Decisions where saved files and frontends differ (docs/headless.md has the user-
 - A muted or bypassed instance is not expanded: its inner nodes do not run, and links through it are
   dropped (muted) or pass through to its input of the same type (bypassed), as for any node.
 - Errors name the instance on the canvas and the path inside it; --set takes execution ids.
-- Group nodes (the older "workflow>Name" nodes) are refused with the way to convert them.
+- Group nodes (the older "workflow>Name" nodes) are expanded before this, by group_nodes.py.
 """
 import re
 
@@ -49,25 +49,12 @@ def expand(ui):
 def _flatten(ui):
     subgraphs = definitions(ui)
     nodes = ui.get("nodes")
-    _refuse_group_nodes(nodes)
     if not isinstance(nodes, list) or not any(isinstance(n, dict) and _is_instance(n.get("type"), subgraphs)
                                               for n in nodes):
         return None
     flat = _Flattener(subgraphs)
     flat.graph(nodes, ui.get("links"), prefix="", feeds=None, context=None)
     return flat
-
-
-def _refuse_group_nodes(nodes):
-    """Group nodes (the frontend's older "workflow>Name" nodes, defined in extra.groupNodes) are not
-    expanded: their inputs and widgets are renamed by rules of the frontend's group-node extension."""
-    for node in nodes if isinstance(nodes, list) else []:
-        kind = node.get("type") if isinstance(node, dict) else None
-        if (isinstance(kind, str) and kind.startswith(("workflow>", "workflow/")) and _is_id(node.get("id"))
-                and node.get("mode", 0) not in (MUTED, BYPASSED)):
-            raise WorkflowError(node["id"], None, f"is a group node ({kind!r}); group nodes do not run headless: "
-                                                  "in ComfyUI, right-click it → Convert to nodes (then, if you like, "
-                                                  "Convert to Subgraph) and save again")
 
 
 def _is_instance(kind, subgraphs):

@@ -5,8 +5,9 @@ UI→API conversion follows the ComfyUI frontend's graphToPrompt: muted (mode 2)
 (notes, reroutes, primitives) are left out, links through reroutes and bypassed (mode 4) nodes are
 followed to the real source, and `widgets_values` are read positionally over the node's widget inputs
 (required then optional), skipping the extra `control_after_generate` value the frontend stores after
-a seed widget; trailing extras such as LoadImage's upload-button value are ignored. Subgraph instances
-are first expanded into their inner nodes (subgraphs.py), with execution ids such as "5:3".
+a seed widget; trailing extras such as LoadImage's upload-button value are ignored. Group nodes
+(group_nodes.py) and subgraph instances (subgraphs.py) are first expanded into their inner nodes, with
+execution ids such as "9:3" and "5:3".
 """
 import copy
 import json
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import subgraphs
+from . import group_nodes, subgraphs
 from .errors import WorkflowError
 from .widgets import widget_inputs, widget_slots
 
@@ -143,11 +144,12 @@ def _api_prompt(prompt):
 
 def ui_to_api(ui, registry):
     """Convert a UI-format workflow into an API-format prompt (see the module docstring)."""
-    flat, promoted = subgraphs.expand(ui)  # subgraph instances become their inner nodes, ids "5:3"
+    grouped, values = group_nodes.expand(ui, registry)  # group nodes become their inner nodes, ids "9:3"
+    flat, promoted = subgraphs.expand(grouped)  # subgraph instances become their inner nodes, ids "5:3"
     try:
-        return _flat_to_api(flat, promoted, registry)
+        return _flat_to_api(flat, {**values, **promoted}, registry)
     except WorkflowError as error:  # one about an inner node names the node on the canvas
-        raise subgraphs.located(error, ui) from None
+        raise group_nodes.located(subgraphs.located(error, ui), ui) from None
 
 
 def _flat_to_api(ui, promoted, registry):

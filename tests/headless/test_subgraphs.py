@@ -308,12 +308,3 @@ def test_broken_subgraphs_are_refused_naming_a_visible_node(ui):
         return
     assert all(node_id in top or node_id.split(":")[0] in top for node_id in prompt)
 
-
-def test_group_nodes_are_refused_clearly():
-    ui = json.loads(TWIN_UI.read_text())
-    ui["extra"]["groupNodes"] = {"Sampler": {"nodes": [], "links": [], "external": []}}
-    ui["nodes"][5]["type"] = "workflow>Sampler"
-    error = invalid(ui)
-    assert error.node_id == "6" and error.message.startswith("is a group node ('workflow>Sampler')")
-    ui["nodes"][5]["mode"] = 2  # muted: left out as any muted node
-    assert "6" not in ui_to_api(ui, REGISTRY)

@@ -24,7 +24,7 @@ because that is how the saved values are placed. A muted or bypassed group node 
 with older frontends and subgraphs); group nodes inside subgraphs are refused, as the frontend does.
 """
 from .errors import WorkflowError
-from .widgets import WIDGET_TYPES, widget_inputs
+from .widgets import WIDGET_TYPES, widget_inputs, widget_slots
 
 PREFIXES = ("workflow>", "workflow/")
 MUTED, BYPASSED = 2, 4
@@ -436,3 +436,70 @@ def located(error, ui):
     where = f"group node {group_name(group['type'])!r}, inner node {node_id} ({what})"
     where += f", input {error.input_name!r}" if error.input_name else ""
     return WorkflowError(group_id, None, f"{where}: {error.message}")
+
+
+# --- --set on group nodes -------------------------------------------------------------------------------
+
+def set_input(workflow, node_id, input_name, value, registry):
+    """`--set NODE_ID.INPUT=VALUE` where NODE_ID is a group node (INPUT: a widget by the name the group
+    node shows) or a node inside one ("9:3"). The value is also written where the saved workflow keeps
+    it (the group node's widgets_values, else the inner node's own values in the definition), so the
+    result's workflow metadata reproduces it. Returns True when done here; False when the plain
+    override of the prompt should follow."""
+    group_id, inner, index = str(node_id).partition(":")
+    nodes = workflow.ui.get("nodes") if isinstance(workflow.ui.get("nodes"), list) else []
+    group = next((n for n in nodes if _is_active_group(n) and str(n["id"]) == group_id), None)
+    if group is None or (inner and not index.isdigit()):
+        return False
+    try:
+        layout = _Layout(group_name(group["type"]), _definition(workflow.ui, group), registry, group_id)
+        layout.values(group_id, group)  # its stored values fit the layout
+    except WorkflowError:  # e.g. a PNG whose prompt runs but whose UI graph is damaged
+        return False
+    stored = group.get("widgets_values")
+    if inner:
+        inputs = workflow.prompt.get(node_id, {}).get("inputs", {})
+        if isinstance(inputs.get(input_name), list):  # a link (widget lists are wrapped): the plain override refuses
+            return False
+        position = layout.position(int(index), input_name)
+        if position is not None and stored is not None:
+            stored[position] = value
+        elif int(index) < len(layout.nodes):
+            _write_inner_value(layout.nodes[int(index)], input_name, value, registry)
+        return False
+    return _set_group_widget(workflow, layout, group, input_name, value)
+
+
+def _set_group_widget(workflow, layout, group, input_name, value):
+    group_id = str(group["id"])
+    if group.get("widgets_values") is None:
+        raise WorkflowError(group_id, input_name, f"--set: group node {group_id} stores no widget values; set the "
+                                                  f"inner node instead, e.g. --set {group_id}:0.{input_name}=...")
+    found = [w for w in layout.widgets if w[0] == input_name]
+    if not found:
+        names = ", ".join(w[0] for w in layout.widgets) or "none"
+        raise WorkflowError(group_id, input_name, f"--set: group node {group_id} has no widget {input_name!r}; "
+                                                  f"its widgets: {names}")
+    _, index, name, _ = found[-1]
+    if layout.nodes[index]["type"] == "PrimitiveNode":
+        targets = [(f"{group_id}:{t}", layout.nodes[t]["inputs"][s]["name"]) for t, s in layout.links_from[(index, 0)]]
+    else:
+        targets = [(f"{group_id}:{index}", name)]
+    # In the prompt a list is a link (widget lists are wrapped): a connected input keeps its link.
+    targets = [(t, n) for t, n in targets
+               if t in workflow.prompt and not isinstance(workflow.prompt[t]["inputs"].get(n), list)]
+    if not targets:
+        raise WorkflowError(group_id, input_name, "--set: this widget feeds nothing: the inner input it sets is "
+                                                  "connected, or its node does not run")
+    for target, target_input in targets:
+        workflow.prompt[target]["inputs"][target_input] = {"__value__": value} if isinstance(value, list) else value
+    group["widgets_values"][layout.position(index, name)] = value
+    return True
+
+
+def _write_inner_value(node, input_name, value, registry):
+    """Into an inner node's own widgets_values in the definition (shared by every instance), for an
+    input the group node has no widget for."""
+    values, cls = node.get("widgets_values"), registry.get(node["type"])
+    if isinstance(values, list) and cls is not None and input_name in widget_slots(cls, values):
+        values[widget_slots(cls, values)[input_name]] = value

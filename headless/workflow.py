@@ -310,6 +310,8 @@ def parse_override(text):
 def set_input(workflow, node_id, input_name, value, registry):
     """Override a widget value in the prompt and, for UI workflows, in the stored UI graph too (so the
     `workflow` metadata of the result reproduces it in ComfyUI)."""
+    if workflow.ui is not None and group_nodes.set_input(workflow, node_id, input_name, value, registry):
+        return  # a widget of a group node
     if workflow.ui is not None and subgraphs.set_input(workflow, node_id, input_name, value, registry):
         return  # a widget promoted to a subgraph node
     node = workflow.prompt.get(node_id)

@@ -153,6 +153,15 @@ def test_renamed_and_hidden_inputs_and_outputs_from_manage_group_node():
     assert "the group has 0 outputs" in invalid(ui).message
 
 
+def test_an_outside_link_into_a_group_widgets_socket_reaches_the_inner_input():
+    """Saved files list a widget's socket only when it is connected; it is matched by name (the
+    frontend pairs sockets past an inner node's tenth slot with the wrong inner inputs)."""
+    ui = load("sld_txt2img_grouped")
+    ui["links"].append([30, 5, 0, 9, 5, "FLOAT"])  # validation, not the conversion, checks the types
+    instance(ui)["inputs"].append({"name": "denoise", "type": "FLOAT", "widget": {"name": "denoise"}, "link": 30})
+    assert ui_to_api(ui, REGISTRY)["9:3"]["inputs"]["denoise"] == ["5", 0]
+
+
 def test_muted_and_bypassed_group_nodes_are_not_expanded():
     ui = load("two_groups")
     instance(ui, 10)["mode"] = 2  # muted: nothing of it runs, its image goes nowhere
@@ -288,3 +297,38 @@ def test_the_workflow_metadata_stays_the_saved_file():
     ui = load("sld_txt2img_grouped")
     workflow = parse_workflow(copy.deepcopy(ui), REGISTRY)
     assert workflow.ui == ui and "9:3" in workflow.prompt
+
+
+# --- --set on group nodes --------------------------------------------------------------------------------
+
+def test_set_on_group_widgets_and_inner_nodes():
+    from comfyui_sld.headless.workflow import set_input
+
+    workflow = parse_workflow(load("sld_txt2img_grouped"), REGISTRY)
+    stored = instance(workflow.ui)["widgets_values"]
+    set_input(workflow, "9", "steps", 4, REGISTRY)  # a widget of the group node, by the name it shows
+    set_input(workflow, "9", "CLIPTextEncode text", "blurry", REGISTRY)
+    set_input(workflow, "9:3", "cfg", 3.5, REGISTRY)  # an inner node, by its execution id
+    assert workflow.prompt["9:3"]["inputs"]["steps"] == 4 and workflow.prompt["9:1"]["inputs"]["text"] == "blurry"
+    assert workflow.prompt["9:3"]["inputs"]["cfg"] == 3.5
+    assert stored[1] == "blurry" and stored[12:14] == [4, 3.5]  # where the frontend reads them back
+    assert graph(ui_to_api(workflow.ui, REGISTRY)) == graph(workflow.prompt)
+    for node_id, name, expected in [
+        ("9", "model", "group node 9 has no widget 'model'; its widgets: text, CLIPTextEncode text,"),
+        ("9:3", "model", "SLDKSampler has no widget input 'model'"),
+    ]:
+        with pytest.raises(WorkflowError) as info:
+            set_input(workflow, node_id, name, 1, REGISTRY)
+        assert (info.value.node_id, info.value.input_name) == (node_id, name) and expected in info.value.message
+    assert graph(ui_to_api(workflow.ui, REGISTRY)) == graph(workflow.prompt)  # a refused --set changes nothing
+
+
+def test_set_on_an_inner_input_without_a_group_widget_writes_the_definition():
+    from comfyui_sld.headless.workflow import set_input
+
+    workflow = parse_workflow(load("primitive_reroute_grouped"), REGISTRY)
+    set_input(workflow, "11:3", "sld_preset", "max", REGISTRY)  # the frontend's layout leaves it out
+    assert workflow.prompt["11:3"]["inputs"]["sld_preset"] == "max"
+    assert ui_to_api(workflow.ui, REGISTRY)["11:3"]["inputs"]["sld_preset"] == "max"
+    set_input(workflow, "11", "value", 6, REGISTRY)  # the inner primitive's widget sets what it is linked to
+    assert workflow.prompt["11:3"]["inputs"]["steps"] == 6

@@ -162,6 +162,15 @@ def test_an_outside_link_into_a_group_widgets_socket_reaches_the_inner_input():
     assert ui_to_api(ui, REGISTRY)["9:3"]["inputs"]["denoise"] == ["5", 0]
 
 
+def test_two_instances_of_one_group_get_their_own_ids():
+    ui = load("sld_txt2img_grouped")
+    ui["nodes"].append(dict(copy.deepcopy(instance(ui)), id=20, outputs=[]))
+    instance(ui, 20)["widgets_values"][12] = 8  # its own steps
+    prompt = ui_to_api(ui, REGISTRY)
+    assert prompt["20:3"]["inputs"] == dict(prompt["9:3"]["inputs"], steps=8, positive=["20:0", 0],
+                                            negative=["20:1", 0], safety_concept=["20:2", 0])
+
+
 def test_muted_and_bypassed_group_nodes_are_not_expanded():
     ui = load("two_groups")
     instance(ui, 10)["mode"] = 2  # muted: nothing of it runs, its image goes nowhere

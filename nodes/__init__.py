@@ -15,7 +15,8 @@ from .image import (ImageBatch, ImageScale, ImageScaleBy, InvertMask, LoadImage,
                     SLDImageGrid)
 from .latent import (EmptyLatentImage, LatentFromBatch, LatentUpscale, LatentUpscaleBy, RepeatLatentBatch,
                      SetLatentNoiseMask, VAEDecode, VAEEncode, VAEEncodeForInpaint)
-from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader
+from .loaders import CheckpointLoaderSimple, SLDCheckpointLoader, VAELoader
+from .model_patches import CLIPSetLastLayer, LoraLoader, LoraLoaderModelOnly
 from .model_sampling import ModelSamplingDiscrete
 from .sdxl_conditioning import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 from .safety import SLDSafetyChecker, SLDSafetyCheckerLoader
@@ -64,6 +65,10 @@ CORE_NODE_CLASS_MAPPINGS = {
     "VAEEncodeForInpaint": VAEEncodeForInpaint,
     "InvertMask": InvertMask,
     "ModelSamplingDiscrete": ModelSamplingDiscrete,
+    "LoraLoader": LoraLoader,
+    "LoraLoaderModelOnly": LoraLoaderModelOnly,
+    "CLIPSetLastLayer": CLIPSetLastLayer,
+    "VAELoader": VAELoader,
     "CLIPTextEncodeSDXL": CLIPTextEncodeSDXL,
     "CLIPTextEncodeSDXLRefiner": CLIPTextEncodeSDXLRefiner,
     "KSamplerAdvanced": KSamplerAdvanced,

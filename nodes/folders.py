@@ -20,6 +20,8 @@ KIND_FOLDERS = {
     "checkpoints": ("checkpoints",),
     "diffusers": ("diffusers",),
     "safety_checker": ("safety_checker",),
+    "loras": ("loras",),
+    "vae": ("vae",),
 }
 # A model that is a folder, listed by its folder name: the file marking it, per kind.
 FOLDER_MARKERS = {"checkpoints": "model_index.json", "diffusers": "model_index.json", "safety_checker": "config.json"}

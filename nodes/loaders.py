@@ -138,3 +138,35 @@ class SLDCheckpointLoader:
         if comfyui_hosts():
             return load_comfyui_checkpoint(ckpt_name)
         return load_named_checkpoint(ckpt_name)
+
+
+def vae_names():
+    return current_runtime().models.names("vae")
+
+
+class VAELoader:
+    """ComfyUI's core VAE loader (headless only): a VAE file from models/vae (original or diffusers layout).
+    ComfyUI's extra choices (taesd*, pixel_space) are not offered."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": (vae_names(),)}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load_vae"
+    CATEGORY = "loaders"
+    DESCRIPTION = "Loads a VAE file (e.g. vae-ft-mse-840000-ema-pruned.safetensors) to use instead of a checkpoint's."
+
+    def load_vae(self, vae_name):
+        from ..sld_core.device import precision_dtype, resolve_device
+        from ..sld_core.models.checkpoint import load_vae
+
+        runtime = current_runtime()
+        path = runtime.models.path("vae", vae_name)
+        if path is None:
+            raise NodeInputError("vae_name", f"no VAE named {vae_name!r} in {runtime.models.where('vae')}")
+        device = resolve_device(runtime.device)
+        try:
+            return (load_vae(path, device, precision_dtype(runtime.precision, device)),)
+        except CheckpointError as error:
+            raise NodeInputError("vae_name", f"cannot load {vae_name!r}: {error.reason}") from error

@@ -17,9 +17,27 @@ SDXL_ONLY = {"CLIPTextEncodeSDXL"}  # refuses the demo's SD1.x CLIP, as ComfyUI'
 HIDDEN = {"PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT"}
 
 
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A models folder with a LoRA and a VAE file for the demo model (LoraLoader's and VAELoader's lists)."""
+    from safetensors.torch import save_file
+
+    from comfyui_sld.sld_core.demo import load_demo
+
+    model, _, vae = load_demo("cpu")
+    root = tmp_path_factory.mktemp("node_models") / "models"
+    (root / "loras").mkdir(parents=True)
+    (root / "vae").mkdir()
+    out, inp = model.unet.conv_in.weight.shape[:2]
+    save_file({"lora_unet_conv_in.lora_up.weight": torch.zeros(out, 1, 1, 1),
+               "lora_unet_conv_in.lora_down.weight": torch.zeros(1, inp, 3, 3)}, str(root / "loras" / "demo.safetensors"))
+    save_file({k: v.contiguous() for k, v in vae.autoencoder.state_dict().items()}, str(root / "vae" / "demo.safetensors"))
+    return root
+
+
 @pytest.fixture
-def runtime(tmp_path):
-    rt = Runtime(models=ModelFolders(tmp_path / "models"), input_dir=ROOT / "workflows" / "input",
+def runtime(tmp_path, models_dir):
+    rt = Runtime(models=ModelFolders(models_dir), input_dir=ROOT / "workflows" / "input",
                  output_dir=tmp_path / "out", temp_dir=tmp_path / "temp", device="cpu")
     with use_runtime(rt):
         yield rt

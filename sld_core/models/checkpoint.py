@@ -31,6 +31,7 @@ from .vae import Vae
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
+VAE_FILE_PREFIX = "first_stage_model."  # a VAE cut out of a checkpoint sometimes keeps it
 
 
 def load_checkpoint(path, device="auto", dtype=None, compile=False):
@@ -72,14 +73,54 @@ def load_checkpoint(path, device="auto", dtype=None, compile=False):
 # --- single files -----------------------------------------------------------------------------------
 
 def _read_single_file(path):
+    return single_file_parts(path, read_tensors(path))
+
+
+def read_tensors(path):
+    """A weights file's tensors by key: .safetensors memory-mapped, .ckpt/.pt only weights-only."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        state = read_safetensors(path)
-    elif suffix in PICKLE_SUFFIXES:
-        state = read_weights_only_pickle(path)
-    else:
-        raise CheckpointError(path, f"unknown checkpoint format {suffix!r}; expected .safetensors, .ckpt or .pt")
-    return single_file_parts(path, state)
+        return read_safetensors(path)
+    if suffix in PICKLE_SUFFIXES:
+        return read_weights_only_pickle(path)
+    raise CheckpointError(path, f"unknown weights format {suffix!r}; expected .safetensors, .ckpt or .pt")
+
+
+# --- standalone VAE files -----------------------------------------------------------------------------
+
+def load_vae(path, device="auto", dtype=None):
+    """A standalone VAE file (ComfyUI's ``models/vae``) as a `Vae`: original layout (the keys a checkpoint
+    holds under ``first_stage_model.``, as in vae-ft-mse-840000-ema-pruned) or diffusers' layout. SD1.x,
+    SD2.x and SDXL VAEs have one architecture (only their latent scale differs, and that belongs to the
+    model), so any of them decodes any 4-channel latent, as in ComfyUI; another latent width (SD3/Flux's
+    16 channels) is refused. ``dtype`` as `load_checkpoint` (the VAE runs in `device.vae_dtype` of it)."""
+    from .config_inference import infer_vae_config
+    from .keymaps import ldm_vae_to_diffusers
+
+    path = Path(path)
+    device = resolve_device(device)
+    dtype = vae_dtype(device, dtype or default_dtype(device))
+    state = {k.removeprefix(VAE_FILE_PREFIX): v for k, v in read_tensors(path).items()
+             if not k.startswith(("loss.", "model_ema."))}
+    conv_in = state.get("decoder.conv_in.weight")
+    if conv_in is None or conv_in.ndim != 4:
+        raise CheckpointError(path, "is not a VAE: it has no decoder.conv_in weight (a checkpoint belongs in "
+                                    "models/checkpoints, a LoRA in models/loras)")
+    if conv_in.shape[1] != 4:
+        raise CheckpointError(path, f"mismatched VAE: it has {conv_in.shape[1]} latent channels, SD1.x/SD2.x/SDXL "
+                                    f"UNets take 4{' (16 is the SD3/Flux VAE)' if conv_in.shape[1] == 16 else ''}")
+    try:
+        if any(k.startswith("encoder.down.") for k in state):  # the original layout
+            state = ldm_vae_to_diffusers(state)
+        config = infer_vae_config(state)
+    except KeyError as missing:
+        raise CheckpointError(path, f"not a complete VAE: weight {missing} is missing") from None
+    except ValueError as err:
+        raise CheckpointError(path, f"not a Stable Diffusion VAE: {err}") from None
+    vae = Vae(_build(path, "VAE", _vae_factory(config), state, device, dtype))
+    vae.checkpoint = path.name
+    return vae
 
 
 # --- diffusers folders ------------------------------------------------------------------------------

@@ -201,9 +201,10 @@ def match_layers(layers, other, model=None, clip=None, path=""):
             match.not_loaded += layer.keys
             continue
         if layer.up.shape[0] != weight.shape[0] or layer.up.shape[0] * layer.in_numel != weight.numel():
-            shape = [layer.up.shape[0], layer.in_numel]
-            raise CheckpointError(path, f"does not fit this model: its layer {name} adapts a weight of "
-                                        f"{shape[0]}x{shape[1]}, the model's is {list(weight.shape)}{_family_hint(layers)}")
+            theirs = f"{weight.shape[0]}x{weight.numel() // weight.shape[0]} ({list(weight.shape)})"
+            raise CheckpointError(path, f"does not fit this model: its layer {name} adapts a {layer.up.shape[0]}x"
+                                        f"{layer.in_numel} weight, the model's is {theirs}"
+                                        f"{_family_hint(layers) or ' (a LoRA of another model family?)'}")
         if target in found:  # the same weight under two names: ComfyUI adds both
             found[target] = [*_as_list(found[target]), layer]
         else:
@@ -296,8 +297,8 @@ def apply_lora(state, model=None, clip=None, strength_model=1.0, strength_clip=1
     match = match_layers(layers, other, model, clip, path)
     if not match.unet and not match.text:
         parts = "the UNet or the text encoders" if clip is not None else "the UNet"
-        raise CheckpointError(path, f"none of its {len(layers)} layers is a layer of {parts} of this model "
-                                    f"(first: {next(iter(layers))}){_family_hint(layers)}")
+        raise CheckpointError(path, f"has no layer of {parts} of this model: none of its {len(layers)} layers "
+                                    f"matches one (first: {next(iter(layers))}){_family_hint(layers)}")
     if model is not None and match.unet and strength_model != 0:
         model = patched_model(model, match.unet, strength_model)
     if clip is not None and match.text and strength_clip != 0:

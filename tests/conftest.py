@@ -88,6 +88,8 @@ def pytest_terminal_summary(terminalreporter):
     """Say out loud that the real-ComfyUI checks did not run (they are opt-in, never silently skipped)."""
     if not os.environ.get("SLD_COMFYUI_DIR"):
         terminalreporter.write_line(
-            "NOT RUN: tests/test_comfyui.py and test_comfy_bridge.py::test_the_stand_in_agrees_with_a_real_comfyui "
+            "NOT RUN: tests/test_comfyui.py, test_comfy_bridge.py::test_the_stand_in_agrees_with_a_real_comfyui and "
+            "test_conditioning_ops.py::test_the_averages_equal_comfyuis_own_calc_cond_batch "
             "(real ComfyUI checks) - set SLD_COMFYUI_DIR=/path/to/ComfyUI (and SLD_COMFYUI_PYTHON) to run "
-            "scripts/comfyui-check and tests/comfy_standin/agreement.py", yellow=True, bold=True)
+            "scripts/comfyui-check, tests/comfy_standin/agreement.py and tests/comfyui_conditioning_reference.py",
+            yellow=True, bold=True)

@@ -9,7 +9,11 @@ input is also evaluated in every other input with the embedding of its smallest 
 area (a whole-image entry contains all). A fake denoiser whose output depends on the crop (its mean),
 the embedding and the pooled output makes every one of these visible.
 """
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -337,3 +341,26 @@ def test_an_area_starting_outside_the_latent_is_refused_naming_the_input(make):
 def test_masks_and_controlnets_are_refused_by_name():
     with pytest.raises(InvalidInputError, match="^negative: the conditioning carries a mask"):
         CFGGuider(FakeModel(), cond(1), cond(2, mask=torch.ones(1, 8, 8)), 7.0)
+
+
+COMFYUI_DIR = os.environ.get("SLD_COMFYUI_DIR")
+
+
+@pytest.mark.skipif(not COMFYUI_DIR, reason="needs a real ComfyUI: set SLD_COMFYUI_DIR (and SLD_COMFYUI_PYTHON)")
+def test_the_averages_equal_comfyuis_own_calc_cond_batch(tmp_path):
+    """ComfyUI's process_conds + calc_cond_batch on 60 random multi-entry cases (areas, percentages,
+    strengths, ranges, twins between three inputs) against the SLD guider's `denoised`, same fake."""
+    out = tmp_path / "cases.pt"
+    python = os.environ.get("SLD_COMFYUI_PYTHON", sys.executable)
+    script = Path(__file__).with_name("comfyui_conditioning_reference.py")
+    done = subprocess.run([python, str(script), COMFYUI_DIR, str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for case in torch.load(out):
+        lists = case["lists"]
+        guider = SLDGuider(FakeModel(), lists["positive"], lists["negative"], lists["safety_concept"], 7.0,
+                           SLDParams(guidance_scale=1000.0, warmup_steps=0, threshold=0.01, momentum_scale=0.3,
+                                     momentum_beta=0.4))
+        for value, expected in zip(case["sigmas"], case["outputs"]):
+            ours = guider.denoised(case["x"], torch.full((2,), value), ("positive", "negative", "safety"))
+            for mine, theirs in zip(ours, expected):
+                assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6), (value, lists)

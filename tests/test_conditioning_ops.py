@@ -327,6 +327,30 @@ def test_a_whole_image_area_of_any_strength_is_the_plain_prediction(tiny_model):
     assert torch.allclose(whole, plain, atol=1e-5)
 
 
+def test_sdxl_entries_each_bring_their_pooled_output_on_the_tiny_sdxl_unet():
+    import tiny_families
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    model = Model(UNet2DConditionModel(**tiny_families.unet_config("SDXL")).eval(), added_conditioning="sdxl")
+    width = tiny_families.L_WIDTH + tiny_families.G_WIDTH
+
+    def sdxl_cond(seed, **extras):
+        generator = torch.Generator().manual_seed(seed)
+        return [[torch.randn(1, 77, width, generator=generator),
+                 {"pooled_output": torch.randn(1, tiny_families.G_PROJECTION, generator=generator), **extras}]]
+
+    x, sigma = latent(8, 8, batch=1) * 5, torch.full((1,), 5.0)
+    a, b = sdxl_cond(1), sdxl_cond(2, width=512, height=768)
+    both = BasicGuider(model, combine(a, b))(x, sigma)
+    mean = (BasicGuider(model, a)(x, sigma) + BasicGuider(model, b)(x, sigma)) / 2
+    assert torch.allclose(both, mean, atol=1e-5)
+    swapped = [[b[0][0], a[0][1]]]  # b's embedding with a's pooled output and sizes: another prediction
+    assert (BasicGuider(model, swapped)(x, sigma) - BasicGuider(model, b)(x, sigma)).abs().max() > 1e-3
+    with_area = CFGGuider(model, combine(a, area(b, 64, 32, 0, 16)), sdxl_cond(3), 5.0)(x, sigma)
+    assert with_area.shape == x.shape and torch.isfinite(with_area).all()
+
+
 # ---- bad input ------------------------------------------------------------------------------------------------
 
 

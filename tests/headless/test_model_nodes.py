@@ -212,3 +212,15 @@ def test_clip_skip_changes_the_image(models, tmp_path):
     plain, last, skipped = (pixels(i["path"] if isinstance(i, dict) else i) for i in images)
     assert np.array_equal(plain, last)  # SD1.x: -1 is the default
     assert np.abs(plain - skipped).max() > 0
+
+
+def test_loras_and_vaes_of_extra_model_paths_are_listed(tmp_path):
+    comfyui, elsewhere = tmp_path / "ComfyUI", tmp_path / "elsewhere"
+    for folder, name in ((comfyui / "models" / "loras", "a.safetensors"), (elsewhere / "l", "b.safetensors"),
+                         (elsewhere / "v", "c.safetensors")):
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(b"")
+    (comfyui / "extra_model_paths.yaml").write_text(f"mine:\n  base_path: {elsewhere}\n  loras: l\n  vae: v\n")
+    folders = ModelFolders.from_comfyui(comfyui)
+    assert folders.names("loras") == ["a.safetensors", "b.safetensors"]
+    assert folders.names("vae") == ["c.safetensors"]

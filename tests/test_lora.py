@@ -203,14 +203,24 @@ def test_lora_merges_as_the_formula_and_as_diffusers(family, fmt):
     assert changed == (fmt != "diffusers-attn-procs")  # that format holds UNet layers only
 
 
-def test_strength_zero_and_model_only():
+def test_strength_zero_model_only_and_what_the_wrappers_keep():
+    from comfyui_sld.sld_core.acceleration import ExecutionOptions
+
     parts = build("SD1.x")
     model, clip = wrap("SD1.x", parts)
+    model.set_execution(ExecutionOptions(channels_last=True))
+    model.checkpoint, model.family = clip.checkpoint, clip.family = "tiny.safetensors", "SD1.x"
+    clip = clip.with_last_layer(-2)
     state = kohya_file(updates(parts, seed=2), parts["unet"], ldm_names=False)
     same_model, new_clip, _ = apply_lora(state, model, clip, 0.0, 1.0)
     assert same_model is model and new_clip is not clip  # a part at strength 0 is passed through
+    assert (new_clip.layer, new_clip.checkpoint, new_clip.tokenizer) == (-2, "tiny.safetensors", clip.tokenizer)
     only_model, no_clip, match = apply_lora(state, model, None, 1.0, 1.0)
     assert no_clip is None and not match.text
+    assert only_model.execution == model.execution and only_model.runner is not model.runner
+    assert only_model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    for name in ("schedule", "latent_scale", "added_conditioning", "checkpoint", "family"):
+        assert getattr(only_model, name) is getattr(model, name), name
     assert sorted(match.not_loaded) == sorted(k for k in state if k.startswith("lora_te"))  # logged, not applied
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import group_nodes, subgraphs
+from . import group_nodes, primitives, subgraphs
 from .errors import WorkflowError
 from .widgets import widget_inputs, widget_slots
 
@@ -314,6 +314,8 @@ def set_input(workflow, node_id, input_name, value, registry):
         return  # a widget of a group node
     if workflow.ui is not None and subgraphs.set_input(workflow, node_id, input_name, value, registry):
         return  # a widget promoted to a subgraph node
+    if workflow.ui is not None and primitives.set_input(workflow, node_id, input_name, value, registry):
+        return  # a primitive node and the widgets it drives
     node = workflow.prompt.get(node_id)
     if not isinstance(node, dict):
         raise WorkflowError(node_id, input_name, f"--set: the workflow has no node {node_id}")

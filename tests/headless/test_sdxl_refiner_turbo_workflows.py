@@ -4,7 +4,7 @@ architecture, so the base's file serves as the turbo's), small sizes set with --
 
 Base + refiner: in the UI file a primitive node drives both samplers' steps (and another the step where
 the refiner takes over), and the API file is that graph as the frontend's "Save (API)" writes it; the
-PNG carries the graph run. The hand-over matters: moving it changes the image. Turbo: SLD acts at the
+PNG carries the graph run, and `--set` on a primitive sets every widget it drives. The hand-over matters: moving it changes the image. Turbo: SLD acts at the
 workflow's cfg 1.5 (Max against disabled), and at cfg 1 it cannot (no unconditional pass), which is
 why the workflow is not at SDXL-Turbo's usual cfg 1.
 """
@@ -20,8 +20,10 @@ REFINER = "sld_sdxl_base_refiner"
 TURBO = "sld_sdxl_turbo"
 FILES = {"SDXL": ("sd_xl_base_1.0.safetensors", "sd_xl_turbo_1.0_fp16.safetensors"),
          "SDXL refiner": ("sd_xl_refiner_1.0.safetensors",)}
-# EmptyLatentImage; both samplers' steps (the primitive's value) and the hand-over step.
+# EmptyLatentImage; both samplers' steps and the hand-over step: in the API file on each sampler, in the
+# UI file on the primitive nodes that drive them.
 REFINER_SMALL = ["5.width=64", "5.height=64", "8.steps=3", "12.steps=3", "8.end_at_step=2", "12.start_at_step=2"]
+REFINER_SMALL_UI = ["5.width=64", "5.height=64", "6.value=3", "7.value=2"]
 TURBO_SMALL = ["5.width=64", "5.height=64"]
 
 
@@ -86,7 +88,7 @@ def json_file(path):
 @pytest.mark.parametrize("fmt", ["ui", "api"])
 def test_base_refiner_runs_on_files_of_its_checkpoint_names(wf, models, tmp_path, fmt):
     path = wf.root / f"{REFINER}.json" if fmt == "ui" else wf.root / "api" / f"{REFINER}.json"
-    png = run(wf, path, models, tmp_path / "out", *REFINER_SMALL)
+    png = run(wf, path, models, tmp_path / "out", *(REFINER_SMALL_UI if fmt == "ui" else REFINER_SMALL))
     assert png.name == f"{REFINER}_00001_.png"
     assert pixels(png).shape == (16, 16, 3) and pixels(png).std() > 0
     chunks = read_text_chunks(png)
@@ -94,9 +96,19 @@ def test_base_refiner_runs_on_files_of_its_checkpoint_names(wf, models, tmp_path
     assert (chunks.get("workflow") is not None) == (fmt == "ui")
     if fmt == "api":
         return
+    # The saved workflow holds the new values on the primitives (ComfyUI copies them into the samplers).
+    primitives = {n["id"]: n["widgets_values"][0] for n in chunks["workflow"]["nodes"] if n["type"] == "PrimitiveNode"}
+    assert primitives == {6: 3, 7: 2}
     # The refiner's share matters: handing over one step later gives another image.
-    later = run(wf, path, models, tmp_path / "later", *REFINER_SMALL, "8.end_at_step=3", "12.start_at_step=3")
+    later = run(wf, path, models, tmp_path / "later", *REFINER_SMALL_UI, "7.value=3")
     assert not np.array_equal(pixels(later), pixels(png))
+
+
+def test_a_widget_a_primitive_drives_is_set_on_the_primitive(wf, tmp_path):
+    code, _, err = wf.cli("validate", wf.root / f"{REFINER}.json", "--set", "12.steps=3")
+    assert code != 0 and "node 12" in err and "primitive node 6 ('steps')" in err and "--set 6.value=" in err
+    code, _, err = wf.cli("validate", wf.root / f"{REFINER}.json", "--set", "6.steps=3")
+    assert code != 0 and "one widget, 'value'" in err
 
 
 @pytest.mark.parametrize("fmt", ["ui", "api"])

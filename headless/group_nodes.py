@@ -16,8 +16,8 @@ muted and bypassed nodes inside the group then go through the plain conversion a
 
 Decisions where the frontend (1.27.10, the one ComfyUI 0.3.64 ships) does something else, all seen in
 its graphToPrompt on files it made (tests/fixtures/group_nodes): it drops an inner input fed through a
-reroute inside the group or by another group node (ComfyUI then refuses the prompt); with widget
-inputs of an inner node past the tenth slot it links them to the wrong inner inputs and can send an
+reroute inside the group or by another group node (ComfyUI then refuses the prompt); on an inner
+node with ten or more input slots it pairs widget sockets with the wrong inner inputs and can send an
 inner primitive's value to the wrong widget. Here links and primitive values follow the links the
 definition stores, by input name. The widget layout keeps the frontend's order, oddities included,
 because that is how the saved values are placed. A muted or bypassed group node is not expanded (as
@@ -55,9 +55,9 @@ def expand(ui, registry):
         if name not in layouts:  # a malformed definition is named at its first instance
             layouts[name] = _Layout(name, _definition(ui, node), registry, group_id)
         layout = layouts[name]
-        inner = layout.inner_nodes(group_id, node)
-        flat.extend(inner.nodes)
-        inner_links.extend(inner.links)
+        own_nodes, own_links = layout.inner_nodes(group_id, node)
+        flat.extend(own_nodes)
+        inner_links.extend(own_links)
         outputs[group_id] = (name, [(f"{group_id}:{i}", slot) for i, slot in layout.outputs])
         for flat_id, named in layout.values(group_id, node).items():
             values.setdefault(flat_id, {}).update(named)
@@ -132,11 +132,6 @@ def _from_inner_origin(link, outputs):
     if isinstance(link, list):
         return [link[0], inner_id, inner_slot, *link[3:]]
     return dict(link, origin_id=inner_id, origin_slot=inner_slot)
-
-
-class _Inner:
-    def __init__(self, nodes, links):
-        self.nodes, self.links = nodes, links
 
 
 class _Layout:
@@ -379,7 +374,7 @@ class _Layout:
                 target = {"name": name, "link": None}
                 inner.append(target)
             target["link"] = slot["link"]
-        return _Inner(nodes, links)
+        return nodes, links
 
     def values(self, group_id, instance):
         """{inner flat id: {input: value}} from the instance's widgets_values; a primitive's value goes
@@ -425,11 +420,12 @@ def located(error, ui):
     group_id, _, index = node_id.partition(":")
     group = next((n for n in ui["nodes"] if isinstance(n, dict) and str(n.get("id")) == group_id
                   and group_name(n.get("type")) is not None), None)
-    if group is None or not index.isdigit():
+    if group is None or not (index.isascii() and index.isdigit()):
         return error
-    extra = ui.get("extra") if isinstance(ui.get("extra"), dict) else {}
-    definition = (extra.get("groupNodes") or {}).get(group_name(group["type"]))
-    nodes = definition.get("nodes") if isinstance(definition, dict) else None
+    try:
+        nodes = _definition(ui, group)["nodes"]
+    except (WorkflowError, TypeError, KeyError):
+        nodes = None
     inner = nodes[int(index)] if isinstance(nodes, list) and int(index) < len(nodes) else {}
     inner = inner if isinstance(inner, dict) else {}
     what = str(inner.get("type", "?")) + (f" {inner['title']!r}" if inner.get("title") else "")
@@ -449,7 +445,7 @@ def set_input(workflow, node_id, input_name, value, registry):
     group_id, inner, index = str(node_id).partition(":")
     nodes = workflow.ui.get("nodes") if isinstance(workflow.ui.get("nodes"), list) else []
     group = next((n for n in nodes if _is_active_group(n) and str(n["id"]) == group_id), None)
-    if group is None or (inner and not index.isdigit()):
+    if group is None or (inner and not (index.isascii() and index.isdigit())):
         return False
     try:
         layout = _Layout(group_name(group["type"]), _definition(workflow.ui, group), registry, group_id)

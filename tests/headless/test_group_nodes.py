@@ -26,7 +26,7 @@ from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS as REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "group_nodes"
-CASES = ["sld_txt2img_grouped", "primitive_reroute_grouped", "two_groups", "load_image_grouped"]
+CASES = ["sld_txt2img_grouped", "primitive_reroute_grouped", "two_groups", "load_image_grouped", "old_frontend_grouped"]
 GROUP = "Prompts and SLD sampler"  # sld_txt2img_grouped: nodes 2, 3, 4 and 6 of sld_txt2img as group node 9
 
 
@@ -77,7 +77,7 @@ def test_the_group_node_is_laid_out_as_the_frontend_built_it(case):
         assert len(layout.outputs) == len(built["outputs"])
 
 
-@pytest.mark.parametrize("case", ["sld_txt2img_grouped", "load_image_grouped"])
+@pytest.mark.parametrize("case", ["sld_txt2img_grouped", "load_image_grouped", "old_frontend_grouped"])
 def test_gives_the_frontends_save_api_prompt(case):
     """Inner nodes get the ids "group:index"; an outside node feeds inner nodes (the checkpoint's CLIP
     and MODEL, the latent) and an inner node feeds an outside one (VAEDecode takes 9:3's LATENT)."""
@@ -129,15 +129,11 @@ def test_links_between_two_group_nodes():
 
 def test_older_frontends_definition_without_widget_sockets():
     """Before frontend 1.16 inner nodes listed only their real inputs, so each node's widgets came in
-    its own input order (as in files saved then); the type could be "workflow/Name"."""
-    ui = load("sld_txt2img_grouped")
-    for node in definition(ui)["nodes"]:
-        node["inputs"] = [s for s in node["inputs"] if "widget" not in s]
-    group = instance(ui)
-    group["type"] = f"workflow/{GROUP}"
-    sampler = [5, "fixed", 3, 2, "euler", "normal", 1, "medium", 1000, 10, 0.01, 0.3, 0.4]
-    group["widgets_values"] = ["a circle", "", "magenta, gore, gory, bloody"] + sampler
-    assert graph(ui_to_api(ui, REGISTRY)) == graph(load("sld_txt2img_grouped", ".frontend_api"))
+    its own input order; the type could be "workflow/Name" (old_frontend_grouped.json, which the app
+    loads as the same graph)."""
+    old = load("old_frontend_grouped")
+    assert instance(old)["type"] == f"workflow/{GROUP}" and instance(old)["widgets_values"][3:5] == [5, "fixed"]
+    assert graph(ui_to_api(old, REGISTRY)) == graph(load("sld_txt2img_grouped", ".frontend_api"))
 
 
 def test_renamed_and_hidden_inputs_and_outputs_from_manage_group_node():

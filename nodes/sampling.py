@@ -49,9 +49,9 @@ def advanced_inputs():
         **{name: inputs[name] for name in ("steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
                                            "latent_image")},
         "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000,
-                                  "tooltip": "The first step of the steps-step schedule to run."}),
+                                  "tooltip": "The first step to run, counted in the schedule of steps steps."}),
         "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000,
-                                "tooltip": "The step to stop at (not run); past steps means to the end."}),
+                                "tooltip": "The step to stop before; past steps runs to the end."}),
         "return_with_leftover_noise": (["disable", "enable"], {"tooltip": "enable: stop at end_at_step's noise "
                                                                           "level, for a next sampler to finish."}),
     }

@@ -54,7 +54,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
         up = node(f"up_{tag}", "LatentUpscale", samples=base, upscale_method=method, width=96, height=96, crop="disabled")
         save_latent(f"up_{tag}", up, f"node_LatentUpscale_{tag}")
     crop = node("up_crop", "LatentUpscale", samples=base, upscale_method="bislerp", width=128, height=64, crop="center")
-    save_latent("up_crop", crop, "node_LatentUpscale_bislerp_center_128x64")
+    save_latent("up_crop", crop, "node_LatentUpscale_center_bislerp_128x64")
     aspect = node("up_aspect", "LatentUpscale", samples=base, upscale_method="bilinear", width=0, height=80, crop="disabled")
     save_latent("up_aspect", aspect, "node_LatentUpscale_width_0")
     by = node("by", "LatentUpscaleBy", samples=base, upscale_method="bislerp", scale_by=1.5)
@@ -89,7 +89,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
     inv_masked = node("inv_set", "SetLatentNoiseMask", samples=encoded, mask=inverted)
     save_latent("inv_s", ksampler("inv_s", inv_masked, 23, denoise=0.8), "node_InvertMask_SetLatentNoiseMask_KSampler")
     inpaint = node("vei", "VAEEncodeForInpaint", pixels=["load", 0], vae=vae, mask=alpha_mask, grow_mask_by=6)
-    save_latent("vei_s", ksampler("vei_s", inpaint, 24), "node_VAEEncodeForInpaint_KSampler")
+    save_latent("vei_s", ksampler("vei_s", inpaint, 24), "node_VAEEncodeForInpaint_KSampler_euler")
     save_latent("vei_ddim", ksampler("vei_ddim", inpaint, 24, sampler="ddim"), "node_VAEEncodeForInpaint_KSampler_ddim")
     node("vei_sld", "SLDKSampler", model=model, seed=24, steps=steps, cfg=7.0, sampler_name="euler", scheduler="normal",
          positive=pos, negative=neg, latent_image=inpaint, denoise=1.0, safety_concept=concept, sld_preset="max",

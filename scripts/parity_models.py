@@ -79,7 +79,8 @@ def prepare_files(base):
 
 def node_parity_prompt(base_prompt, ckpt_name, steps):
     """sld_txt2img's loader feeding one branch per model node, each sampled with KSampler (one with
-    SLDKSampler on a LoRA model) on a 64x64 latent and saved under the node's name."""
+    SLDKSampler on a LoRA model) on a 64x64 latent and saved under the node's name. No prefix starts
+    another (comfyui-check finds sld run's images by prefix)."""
     steps = max(int(steps or 2), 2)
     p = prepare_prompt(base_prompt, ckpt_name, steps)
     sld = {k: v for k, v in p["6"]["inputs"].items() if k.startswith("sld_")}
@@ -105,8 +106,8 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
 
     kohya = node("lora_k", "LoraLoader", model=model, clip=clip, lora_name=LORA_NAME, strength_model=0.8,
                  strength_clip=1.3)
-    branch("lk", kohya, ["lora_k", 1], vae, "node_LoraLoader_kohya")
-    branch("lks", kohya, ["lora_k", 1], vae, "node_LoraLoader_kohya_SLDKSampler_max", sampler="SLDKSampler")
+    branch("lk", kohya, ["lora_k", 1], vae, "node_LoraLoader_kohya_KSampler")
+    branch("lks", kohya, ["lora_k", 1], vae, "node_SLDKSampler_max_after_LoraLoader_kohya", sampler="SLDKSampler")
     peft = node("lora_p", "LoraLoader", model=model, clip=clip, lora_name=PEFT_LORA, strength_model=1.0,
                 strength_clip=-0.7)
     branch("lp", peft, ["lora_p", 1], vae, "node_LoraLoader_peft")
@@ -115,7 +116,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
     skip = node("skip", "CLIPSetLastLayer", clip=clip, stop_at_clip_layer=-2)
     branch("cs", model, skip, vae, "node_CLIPSetLastLayer_-2")
     chained = node("skip_l", "CLIPSetLastLayer", clip=["lora_k", 1], stop_at_clip_layer=-3)
-    branch("csl", kohya, chained, vae, "node_LoraLoader_CLIPSetLastLayer_-3")
+    branch("csl", kohya, chained, vae, "node_CLIPSetLastLayer_-3_after_LoraLoader_kohya")
     branch("vl", model, clip, node("vae", "VAELoader", vae_name=VAE_FILE), "node_VAELoader")
     branch("plain", model, clip, vae, "node_none_checkpoint_vae")  # the reference the others must differ from
     return p

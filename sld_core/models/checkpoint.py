@@ -84,7 +84,7 @@ def read_tensors(path):
         return read_safetensors(path)
     if suffix in PICKLE_SUFFIXES:
         return read_weights_only_pickle(path)
-    raise CheckpointError(path, f"unknown weights format {suffix!r}; expected .safetensors, .ckpt or .pt")
+    raise CheckpointError(path, f"unknown checkpoint format {suffix!r}; expected .safetensors, .ckpt or .pt")
 
 
 # --- standalone VAE files -----------------------------------------------------------------------------

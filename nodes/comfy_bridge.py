@@ -57,6 +57,8 @@ class SLDComfyGuider(comfy.samplers.CFGGuider):
     steps SLD guides; pre- and post-CFG hooks run as usual.
     """
 
+    step_offset = 0
+
     def set_conds(self, positive, negative, safety_concept):
         self.inner_set_conds({"positive": positive, "negative": negative, "safety_concept": safety_concept})
 

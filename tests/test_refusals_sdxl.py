@@ -120,6 +120,9 @@ NODES = {  # node class → a call with (model, conditioning) in its positive-li
     "CFGGuider": lambda node, m, c: node.get_guider(m, c, c, 5.0),
     "BasicGuider": lambda node, m, c: node.get_guider(m, c),
     "SLDGuider": lambda node, m, c: node.get_guider(m, c, c, 5.0, c, "max", 1000.0, 0, 0.01, 0.3, 0.4),
+    "SLDKSamplerAdvanced": lambda node, m, c: node.sample(m, "enable", 0, 2, 5.0, "euler", "normal", c, c,
+                                                           {"samples": torch.zeros(1, 4, 8, 8)}, 0, 2, "disable", c,
+                                                           "max", 1000.0, 0, 0.01, 0.3, 0.4),
 }
 
 

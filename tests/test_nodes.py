@@ -131,7 +131,8 @@ def samples():
     return {"MODEL": model, "CLIP": clip, "VAE": vae, "CONDITIONING": cond, "LATENT": latent,
             "IMAGE": vae.decode(latent["samples"]), "SAFETY_CHECKER": load_open_nsfw(),
             "GUIDER": CFGGuider(model, cond, cond, 7.5), "SAMPLER": sample_euler,
-            "SIGMAS": scheduler_sigmas(model.schedule, "normal", 2), "NOISE": RandomNoise(0)}
+            "SIGMAS": scheduler_sigmas(model.schedule, "normal", 2), "NOISE": RandomNoise(0),
+            "MASK": torch.zeros(1, 64, 64)}
 
 
 @pytest.mark.parametrize("name", sorted(HEADLESS_NODE_CLASS_MAPPINGS))

@@ -92,12 +92,13 @@ def entries(conditioning, name, schedule):
                                         "apply; run this workflow in ComfyUI")
         area = extras.get("area")
         if area is not None and not _valid_area(area):
-            raise InvalidInputError(f"{name}: area {area!r}{which and ' of ' + which} is not (height, width, y, x) in latent cells "
-                                    "nor ('percentage', height, width, y, x)")
+            raise InvalidInputError(f"{name}: area {area!r}{which and ' of ' + which} is not (height, width, y, x) "
+                                    "in latent cells nor ('percentage', height, width, y, x)")
         start, end = extras.get("start_percent"), extras.get("end_percent")
-        out.append(Entry(name, context, extras, None if area is None else tuple(area), float(extras.get("strength", 1.0)),
-                         None if start is None else percent_to_sigma(schedule, start),
-                         None if end is None else percent_to_sigma(schedule, end), index))
+        sigma_start = None if start is None else percent_to_sigma(schedule, start)
+        sigma_end = None if end is None else percent_to_sigma(schedule, end)
+        out.append(Entry(name, context, extras, None if area is None else tuple(area),
+                         float(extras.get("strength", 1.0)), sigma_start, sigma_end, index))
     return out
 
 
@@ -165,9 +166,9 @@ def _add_twin(listed, entry, name):
         if candidate.area is None:
             if smallest is None:
                 smallest = candidate
-        elif _inside(entry.area, candidate.area):
-            if smallest is None or smallest.area is None or math.prod(smallest.area[:2]) > math.prod(candidate.area[:2]):
-                smallest = candidate
+        elif _inside(entry.area, candidate.area) and (smallest is None or smallest.area is None
+                                                       or math.prod(smallest.area[:2]) > math.prod(candidate.area[:2])):
+            smallest = candidate
     if smallest is None or smallest.area == entry.area:
         return
     listed.append(dataclasses.replace(entry, source=name, context=smallest.context, extras=smallest.extras))

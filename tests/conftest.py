@@ -73,6 +73,17 @@ def tiny_components():
 
 
 @pytest.fixture(scope="session")
+def tiny_sampling_parts(tiny_components):
+    """The tiny SD1 model with three encoded texts: `positive`, `negative` and an SLD `safety` concept."""
+    from comfyui_sld.sld_core.models.clip import Clip, load_clip_tokenizer
+    from comfyui_sld.sld_core.models.model import Model
+
+    clip = Clip(load_clip_tokenizer(), tiny_components["text_encoder"])
+    return dict(model=Model(tiny_components["unet"]), positive=clip.encode("a green square"),
+                negative=clip.encode("noise"), safety=clip.encode("a red circle"))
+
+
+@pytest.fixture(scope="session")
 def tiny_configs():
     """The tiny components' diffusers/transformers configs, for tests that build variants of them."""
     return dict(unet=tiny_unet_config(), vae=tiny_vae_config(), text_encoder=tiny_text_config())

@@ -13,18 +13,14 @@ from comfyui_sld.nodes.custom_sampling import (BasicGuider, BasicScheduler, CFGG
                                                KSamplerAdvanced, KSamplerSelect, RandomNoise, SamplerCustom,
                                                SamplerCustomAdvanced, SDTurboScheduler, SLDGuider, SplitSigmas)
 from comfyui_sld.nodes.sampling import KSampler, SLDKSampler
-from comfyui_sld.sld_core.models.clip import Clip, load_clip_tokenizer
-from comfyui_sld.sld_core.models.model import Model
 
 SEED, STEPS, CFG = 5, 6, 6.0
 ACTIVE = (1000.0, 0, 0.01, 0.5, 0.7)  # custom SLD values that act at every step
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_components):
-    clip = Clip(load_clip_tokenizer(), tiny_components["text_encoder"])
-    return dict(model=Model(tiny_components["unet"]), positive=clip.encode("a green square"),
-                negative=clip.encode("noise"), safety=clip.encode("a red circle"))
+def parts(tiny_sampling_parts):
+    return tiny_sampling_parts
 
 
 def empty_latent():

@@ -13,18 +13,14 @@ from comfyui_sld.nodes.custom_sampling import KSamplerAdvanced
 from comfyui_sld.nodes.errors import NodeInputError
 from comfyui_sld.nodes.sampling import SLDKSampler, SLDKSamplerAdvanced
 from comfyui_sld.sld_core.guidance import SLDParams, sld_guidance
-from comfyui_sld.sld_core.models.clip import Clip, load_clip_tokenizer
-from comfyui_sld.sld_core.models.model import Model
 from comfyui_sld.sld_core.schedules import ksampler_sigmas
 
 SEED, STEPS, SPLIT, CFG = 5, 6, 3, 6.0
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_components):
-    clip = Clip(load_clip_tokenizer(), tiny_components["text_encoder"])
-    return dict(model=Model(tiny_components["unet"]), positive=clip.encode("a green square"),
-                negative=clip.encode("noise"), safety=clip.encode("a red circle"))
+def parts(tiny_sampling_parts):
+    return tiny_sampling_parts
 
 
 def empty_latent():

@@ -10,20 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from comfyui_sld.headless import cli
 from comfyui_sld.headless.cli import build_parser, package_version
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 ROOT = Path(__file__).resolve().parents[2]
 TXT2IMG = ROOT / "workflows" / "api" / "sld_txt2img.json"
 LOADER = "1"  # SLDCheckpointLoader in sld_txt2img
 FAST = ("--set", "6.steps=2")
 
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 def pyproject_version():

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from PIL import Image
 
 from comfyui_sld.headless.errors import WorkflowError
 from comfyui_sld.headless.group_nodes import _Layout
 from comfyui_sld.headless.workflow import parse_workflow, ui_to_api
 from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS as REGISTRY
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "group_nodes"
@@ -279,10 +279,6 @@ def test_broken_group_nodes_are_refused_naming_a_visible_node(ui):
 
 
 # --- end to end ----------------------------------------------------------------------------------------
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 def test_the_frontends_group_node_file_runs_and_gives_the_twins_pixels(wf, tmp_path):

@@ -13,13 +13,10 @@ from comfyui_sld.nodes.context import Runtime
 from comfyui_sld.nodes.folders import ModelFolders
 from comfyui_sld.nodes.png import read_text_chunks
 from comfyui_sld.sld_core.demo_data import UNSAFE_COLOUR, classify, requested
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 def shipped(name):

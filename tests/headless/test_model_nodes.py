@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import tiny_families  # tests/tiny_families.py (pytest's pythonpath)
 import torch
-from PIL import Image
 
 from comfyui_sld.headless.run import Executor
 from comfyui_sld.nodes.context import Runtime, use_runtime
 from comfyui_sld.nodes.folders import ModelFolders
 from comfyui_sld.sld_core.models.keymaps import diffusers_to_ldm, unet_ldm_names
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 DEMO = "sld_demo.safetensors"
 LORA = "demo_lora.safetensors"
@@ -129,17 +129,13 @@ def graph(lora=None, strength=1.0, clip_skip=None, model_only=False, vae_name=No
     return p
 
 
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).astype(int)
-
 
 def test_lora_in_the_executor(models, tmp_path):
     executor = Executor(Runtime(models=ModelFolders(models), output_dir=tmp_path, device="cpu"), progress=False)
 
     def run(prompt):
         result = executor.run(prompt)
-        return pixels(result.images[-1]["path"] if isinstance(result.images[-1], dict) else result.images[-1]), result
+        return pixels(result.images[-1]["path"] if isinstance(result.images[-1], dict) else result.images[-1]).astype(int), result
 
     plain, _ = run(graph())
     zero, _ = run(graph(LORA, strength=0.0))
@@ -209,7 +205,7 @@ def test_a_partly_matching_lora_runs_and_says_how_many_keys_were_not_loaded(wf, 
 def test_clip_skip_changes_the_image(models, tmp_path):
     executor = Executor(Runtime(models=ModelFolders(models), output_dir=tmp_path, device="cpu"), progress=False)
     images = [executor.run(graph(clip_skip=stop)).images[-1] for stop in (None, -1, -2)]
-    plain, last, skipped = (pixels(i["path"] if isinstance(i, dict) else i) for i in images)
+    plain, last, skipped = (pixels(i["path"] if isinstance(i, dict) else i).astype(int) for i in images)
     assert np.array_equal(plain, last)  # SD1.x: -1 is the default
     assert np.abs(plain - skipped).max() > 0
 

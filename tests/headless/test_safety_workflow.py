@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from comfyui_sld.headless.workflow import ui_to_api
@@ -15,13 +14,10 @@ from comfyui_sld.nodes.context import Runtime, use_runtime
 from comfyui_sld.nodes.folders import ModelFolders
 from comfyui_sld.nodes.safety import SLDSafetyCheckerLoader
 from comfyui_sld.sld_core.safety import load_open_nsfw, open_nsfw
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 NAME = "sld_txt2img_checked"
 
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 def tiny_checker_state(**replace):

@@ -11,10 +11,10 @@ why the workflow is not at SDXL-Turbo's usual cfg 1.
 import numpy as np
 import pytest
 import tiny_families  # tests/tiny_families.py (pytest's pythonpath)
-from PIL import Image
 
 from comfyui_sld.nodes.png import read_text_chunks
 from comfyui_sld.sld_core.models.keymaps import diffusers_to_ldm
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 REFINER = "sld_sdxl_base_refiner"
 TURBO = "sld_sdxl_turbo"
@@ -48,10 +48,6 @@ def run(wf, path, models, out, *overrides):
     [png] = wf.files_under(out)
     return png
 
-
-def pixels(png):
-    with Image.open(png) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 def with_overrides(api, overrides):

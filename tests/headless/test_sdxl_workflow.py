@@ -10,10 +10,10 @@ to the SDXL model. The other shipped workflows run on the embedded demo model
 import numpy as np
 import pytest
 import tiny_families  # tests/tiny_families.py (pytest's pythonpath)
-from PIL import Image
 
 from comfyui_sld.nodes.png import read_text_chunks
 from comfyui_sld.sld_core.models.keymaps import diffusers_to_ldm
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 NAME = "sld_sdxl_txt2img"
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
@@ -43,10 +43,6 @@ def run(wf, path, models, out, *overrides):
     [png] = wf.files_under(out)
     return png
 
-
-def pixels(png):
-    with Image.open(png) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 def test_the_workflow_names_sdxl_base_at_its_size(wf):

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from PIL import Image
 
 from comfyui_sld.headless.errors import WorkflowError
 from comfyui_sld.headless.workflow import parse_workflow, ui_to_api
 from comfyui_sld.nodes import HEADLESS_NODE_CLASS_MAPPINGS as REGISTRY
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 ROOT = Path(__file__).resolve().parents[2]
 NESTED = ROOT / "tests" / "fixtures" / "subgraphs" / "sld_txt2img_nested.json"
@@ -215,10 +215,6 @@ def test_expansion_is_capped():
 
 
 # --- end to end --------------------------------------------------------------------------------------
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 def test_nested_subgraph_runs_and_saves_the_twins_pixels(wf, tmp_path):

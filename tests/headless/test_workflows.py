@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from comfyui_sld.headless.errors import Interrupted
 from comfyui_sld.headless.run import Executor
@@ -14,11 +13,8 @@ from comfyui_sld.nodes.context import Runtime
 from comfyui_sld.nodes.folders import ModelFolders
 from comfyui_sld.nodes.png import read_text_chunks
 from comfyui_sld.sld_core.demo_data import UNSAFE_COLOUR, classify, requested
+from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
-
-def pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB")).copy()
 
 
 # Every UI file, and the API files whose run is cheap (img2img's finds workflows/input/ from api/);

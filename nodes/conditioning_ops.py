@@ -5,11 +5,17 @@
 Same names, inputs, defaults, ranges and outputs as ComfyUI 0.3.64's ``nodes.py``; the list edits are
 `sld_core.conditioning_ops`'s, what areas and ranges do while sampling `sld_core.conditioning_areas`'s.
 """
-from ..sld_core import conditioning_ops as ops
 from .latent import MAX_RESOLUTION
 
 _CONDITIONING = ("CONDITIONING",)
 _STRENGTH = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})
+
+
+def _ops():
+    """sld_core's conditioning edits, imported when a node runs (`sld nodes`/`validate` load no torch)."""
+    from ..sld_core import conditioning_ops
+
+    return conditioning_ops
 
 
 def _pixels(default, minimum):
@@ -32,7 +38,7 @@ class ConditioningCombine:
     CATEGORY = "conditioning"
 
     def combine(self, conditioning_1, conditioning_2):
-        return (ops.combine(conditioning_1, conditioning_2),)
+        return (_ops().combine(conditioning_1, conditioning_2),)
 
 
 class ConditioningAverage:
@@ -48,7 +54,7 @@ class ConditioningAverage:
     CATEGORY = "conditioning"
 
     def addWeighted(self, conditioning_to, conditioning_from, conditioning_to_strength):  # noqa: N802 (ComfyUI's name)
-        return (ops.average(conditioning_to, conditioning_from, conditioning_to_strength),)
+        return (_ops().average(conditioning_to, conditioning_from, conditioning_to_strength),)
 
 
 class ConditioningConcat:
@@ -63,7 +69,7 @@ class ConditioningConcat:
     CATEGORY = "conditioning"
 
     def concat(self, conditioning_to, conditioning_from):
-        return (ops.concat(conditioning_to, conditioning_from),)
+        return (_ops().concat(conditioning_to, conditioning_from),)
 
 
 class ConditioningSetArea:
@@ -79,7 +85,7 @@ class ConditioningSetArea:
     CATEGORY = "conditioning"
 
     def append(self, conditioning, width, height, x, y, strength):
-        return (ops.set_area(conditioning, width, height, x, y, strength),)
+        return (_ops().set_area(conditioning, width, height, x, y, strength),)
 
 
 class ConditioningSetAreaPercentage:
@@ -95,7 +101,7 @@ class ConditioningSetAreaPercentage:
     CATEGORY = "conditioning"
 
     def append(self, conditioning, width, height, x, y, strength):
-        return (ops.set_area_percentage(conditioning, width, height, x, y, strength),)
+        return (_ops().set_area_percentage(conditioning, width, height, x, y, strength),)
 
 
 class ConditioningSetTimestepRange:
@@ -111,7 +117,7 @@ class ConditioningSetTimestepRange:
     CATEGORY = "advanced/conditioning"
 
     def set_range(self, conditioning, start, end):
-        return (ops.set_timestep_range(conditioning, start, end),)
+        return (_ops().set_timestep_range(conditioning, start, end),)
 
 
 class ConditioningZeroOut:
@@ -126,4 +132,4 @@ class ConditioningZeroOut:
     CATEGORY = "advanced/conditioning"
 
     def zero_out(self, conditioning):
-        return (ops.zero_out(conditioning),)
+        return (_ops().zero_out(conditioning),)

@@ -33,6 +33,7 @@ import latent_preview
 import torch
 
 from ..sld_core.guiders import SLDRun
+from ..sld_core.schedules import advanced_sigmas
 from .errors import NodeInputError
 
 log = logging.getLogger(__name__)
@@ -137,21 +138,6 @@ def make_guider(model, positive, negative, safety_concept, cfg, params, step_off
     guider.set_conds(positive, negative, safety_concept)
     guider.set_cfg(cfg, params, step_offset)
     return guider
-
-
-def advanced_sigmas(sigmas, start_step=None, last_step=None, force_full_denoise=False):
-    """KSamplerAdvanced's slice of a schedule, as ComfyUI's KSampler.sample cuts it: up to step
-    `last_step` (its σ set to 0 when `force_full_denoise`), from step `start_step`; None when the
-    slice holds no step."""
-    if last_step is not None and last_step < len(sigmas) - 1:
-        sigmas = sigmas[:last_step + 1].clone()
-        if force_full_denoise:
-            sigmas[-1] = 0
-    if start_step is not None:
-        if start_step >= len(sigmas) - 1:
-            return None
-        sigmas = sigmas[start_step:]
-    return sigmas
 
 
 def ksample_native(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise,

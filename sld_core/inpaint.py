@@ -13,13 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
-
-
-def repeat_to_batch(tensor, batch):
-    """``tensor`` cut or tiled along its first axis to ``batch`` entries."""
-    if tensor.shape[0] >= batch:
-        return tensor[:batch]
-    return tensor.repeat(math.ceil(batch / tensor.shape[0]), *([1] * (tensor.ndim - 1)))[:batch]
+from .latent_batch import repeat_to_batch
 
 
 def as_mask_batch(mask, name="noise_mask"):

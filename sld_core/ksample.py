@@ -9,17 +9,15 @@ import torch
 from .errors import InvalidInputError
 from .guiders import CFGGuider, SLDGuider
 from .inpaint import MaskedDenoiser, latent_mask
+from .latent_batch import check_samples
 from .noise import NoNoise, RandomNoise
 from .samplers import get_sampler
-from .schedules import ksampler_sigmas
+from .schedules import advanced_sigmas, ksampler_sigmas
 
 
 def check_latent(latent, model):
     """Validate a LATENT dict against the model; returns its samples tensor."""
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not torch.is_tensor(samples) or samples.ndim != 4:
-        got = getattr(samples, "shape", type(latent).__name__)
-        raise InvalidInputError(f"latent_image: expected a LATENT {{'samples': Tensor[B,C,H,W]}}, got {got}")
+    samples = check_samples(latent, "latent_image")
     if samples.shape[1] != model.in_channels:
         raise InvalidInputError(
             f"latent_image: the model expects {model.in_channels} latent channels, got {samples.shape[1]} "
@@ -48,14 +46,9 @@ def ksample(
     check_latent(latent_image, model)
     sampler = get_sampler(sampler_name)
     sigmas = ksampler_sigmas(model.schedule, sampler_name, scheduler, steps, denoise)
-    if last_step is not None and last_step < len(sigmas) - 1:
-        sigmas = sigmas[:last_step + 1].clone()
-        if force_full_denoise:
-            sigmas[-1] = 0.0
-    if start_step is not None:
-        if start_step >= len(sigmas) - 1:
-            return dict(latent_image)
-        sigmas = sigmas[start_step:]
+    sigmas = advanced_sigmas(sigmas, start_step, last_step, force_full_denoise)
+    if sigmas is None:
+        return dict(latent_image)
 
     noise = RandomNoise(seed) if add_noise else NoNoise()
     if sld_params is not None and safety_concept is not None:

@@ -11,6 +11,13 @@ import torch
 from .errors import InvalidInputError
 
 
+def repeat_to_batch(tensor, batch):
+    """``tensor`` cut or tiled along its first axis to ``batch`` entries."""
+    if tensor.shape[0] >= batch:
+        return tensor[:batch]
+    return tensor.repeat(math.ceil(batch / tensor.shape[0]), *([1] * (tensor.ndim - 1)))[:batch]
+
+
 def repeat_latent(latent, amount):
     """The batch ``amount`` times over. A ``batch_index`` list continues past its highest entry
     (copy k is offset by k × its span); a mask batch of more than one is repeated with the latents."""
@@ -42,9 +49,7 @@ def latent_from_batch(latent, batch_index, length):
     mask = latent.get("noise_mask")
     if mask is not None:
         if mask.shape[0] > 1:
-            if mask.shape[0] < size:  # a shorter mask batch repeats over the latents
-                mask = mask.repeat(math.ceil(size / mask.shape[0]), *([1] * (mask.ndim - 1)))[:size]
-            mask = mask[batch_index:batch_index + length]
+            mask = repeat_to_batch(mask, size)[batch_index:batch_index + length]  # a shorter batch repeats
         out["noise_mask"] = mask.clone()
     if "batch_index" in latent:
         out["batch_index"] = list(latent["batch_index"])[batch_index:batch_index + length]

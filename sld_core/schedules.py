@@ -189,6 +189,21 @@ def scheduler_sigmas(schedule, scheduler_name, steps, denoise=1.0):
                             scheduler_name, steps, denoise, full=denoise >= 1.0)
 
 
+def advanced_sigmas(sigmas, start_step=None, last_step=None, force_full_denoise=False):
+    """KSamplerAdvanced's slice of a schedule, as ComfyUI's KSampler.sample cuts it (headless and in
+    the ComfyUI bridge alike): up to step `last_step` (its σ set to 0 when `force_full_denoise`), from
+    step `start_step`; None when the slice holds no step."""
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[:last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return None
+        sigmas = sigmas[start_step:]
+    return sigmas
+
+
 def _partial_denoise(schedule_for, scheduler_name, steps, denoise, full):
     """``full``: ``schedule_for(steps)``. Else ``denoise <= 0`` gives an empty tensor (nothing to do),
     and ``0 < denoise < 1`` computes ``int(steps/denoise)`` steps and keeps only the last ``steps + 1`` σ

@@ -24,6 +24,7 @@ because that is how the saved values are placed. A muted or bypassed group node 
 with older frontends and subgraphs); group nodes inside subgraphs are refused, as the frontend does.
 """
 from .errors import WorkflowError
+from .ui_links import is_id, raw_link_fields
 from .widgets import WIDGET_TYPES, widget_inputs, widget_slots
 
 PREFIXES = ("workflow>", "workflow/")
@@ -68,12 +69,8 @@ def expand(ui, registry):
 
 
 def _is_active_group(node):
-    return (isinstance(node, dict) and group_name(node.get("type")) is not None and _is_id(node.get("id"))
+    return (isinstance(node, dict) and group_name(node.get("type")) is not None and is_id(node.get("id"))
             and node.get("mode", 0) not in (MUTED, BYPASSED))
-
-
-def _is_id(value):
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _is_index(value, size=None):
@@ -107,7 +104,7 @@ def _refuse_groups_in_subgraphs(ui):
         holding |= more
     for node in ui.get("nodes") if isinstance(ui.get("nodes"), list) else []:
         if isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in holding \
-                and _is_id(node.get("id")) \
+                and is_id(node.get("id")) \
                 and node.get("mode", 0) not in (MUTED, BYPASSED):
             raise WorkflowError(node["id"], None, "its subgraph contains a group node; group nodes inside subgraphs "
                                                   "do not run (nor in ComfyUI): convert that group node to nodes or "
@@ -116,13 +113,11 @@ def _refuse_groups_in_subgraphs(ui):
 
 def _from_inner_origin(link, outputs):
     """A top-level link starting at an expanded group node, starting at the inner node instead."""
-    if isinstance(link, list) and len(link) >= 5:
-        origin, slot = link[1], link[2]
-    elif isinstance(link, dict):
-        origin, slot = link.get("origin_id"), link.get("origin_slot")
-    else:
+    fields = raw_link_fields(link)
+    if fields is None:
         return link
-    if not _is_id(origin) or str(origin) not in outputs:
+    _, origin, slot = fields
+    if not is_id(origin) or str(origin) not in outputs:
         return link
     name, given = outputs[str(origin)]
     if not _is_index(slot, len(given)):

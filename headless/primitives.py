@@ -8,6 +8,7 @@ primitive and every widget it drives, and `--set N.x=V` on a widget a primitive 
 naming the primitive (as an input a subgraph widget feeds is, in subgraphs.py).
 """
 from .errors import WorkflowError
+from .ui_links import link_fields
 from .widgets import widget_slots
 
 PRIMITIVE = "PrimitiveNode"
@@ -39,14 +40,8 @@ def set_input(workflow, node_id, input_name, value, registry):
 
 
 def _links(raw):
-    """{link id: origin node id} from 0.4 arrays or schema-1 objects (malformed entries left out)."""
-    out = {}
-    for link in raw or []:
-        if isinstance(link, list) and len(link) >= 5:
-            out[link[0]] = str(link[1])
-        elif isinstance(link, dict) and "id" in link:
-            out[link["id"]] = str(link.get("origin_id"))
-    return out
+    """{link id: origin node id} (malformed entries left out)."""
+    return {fields[0]: str(fields[1]) for fields in map(link_fields, raw or []) if fields is not None}
 
 
 def _targets(nodes, links, primitive_id):

@@ -23,6 +23,7 @@ Decisions where saved files and frontends differ (docs/headless.md has the user-
 import re
 
 from .errors import WorkflowError
+from .ui_links import is_id, link_fields
 from .widgets import widget_slots
 
 INPUT_NODE, OUTPUT_NODE = -10, -20
@@ -61,10 +62,6 @@ def _is_instance(kind, subgraphs):
     return isinstance(kind, str) and (kind in subgraphs or bool(UUID.match(kind)))
 
 
-def _is_id(value):
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
 class _Context:
     """Where inside which instance the flattener is, for messages naming the node the user sees."""
 
@@ -94,7 +91,7 @@ class _Flattener:
         local = self._local_links(links, prefix, context)
         seen = set()
         for index, node in enumerate(nodes):
-            if not isinstance(node, dict) or not _is_id(node.get("id")):
+            if not isinstance(node, dict) or not is_id(node.get("id")):
                 if context is None:  # the plain conversion names it
                     self.nodes.append(node)
                     continue
@@ -145,7 +142,7 @@ class _Flattener:
             return None
         if context is None:
             return ("link", link)  # the plain conversion checks it
-        if isinstance(link, bool) or not _is_id(link) or link not in local:
+        if isinstance(link, bool) or not is_id(link) or link not in local:
             raise context.error(flat_id, slot.get("name"), f"its link {link!r:.40} is not in the subgraph's links "
                                                            "(a dangling link)")
         origin, origin_slot = context.subgraph["links_by_id"][link]
@@ -227,12 +224,12 @@ class _Flattener:
             return self.links
         by_id = {}
         for link in self.links:
-            fields = _link_fields(link)
+            fields = link_fields(link)
             if fields:
                 by_id[fields[0]] = (str(fields[1]), fields[2])
         out = []
         for link in self.links:
-            fields = _link_fields(link)
+            fields = link_fields(link)
             if fields is None or str(fields[1]) not in self.outputs:
                 out.append(link)
                 continue
@@ -262,18 +259,6 @@ class _Flattener:
         return None if origin in self.outputs else (origin, slot)
 
 
-def _link_fields(link):
-    """(id, origin id, origin slot) of a 0.4 array or schema-1 object link; None when malformed."""
-    if isinstance(link, list) and len(link) >= 5:
-        fields = link[0], link[1], link[2]
-    elif isinstance(link, dict):
-        fields = link.get("id"), link.get("origin_id"), link.get("origin_slot")
-    else:
-        return None
-    ok = _is_id(fields[0]) and _is_id(fields[1]) and isinstance(fields[2], int) and not isinstance(fields[2], bool)
-    return fields if ok else None
-
-
 def _checked_definition(definition, context):
     """The parts of a definition the expansion reads, checked: nodes, links, inputs and outputs (each
     with a name and its linkIds)."""
@@ -285,12 +270,12 @@ def _checked_definition(definition, context):
         raise context.error(problem=f"its links must be a list, got {links!r:.60}")
     links_by_id = {}
     for link in links:
-        fields = _link_fields(link)
+        fields = link_fields(link)
         if fields is None:
             raise context.error(problem=f"a malformed link: {link!r:.80}")
         links_by_id[fields[0]] = (fields[1], fields[2])
     checked = {"nodes": nodes, "links": links, "links_by_id": links_by_id,
-               "node_ids": {str(n["id"]) for n in nodes if isinstance(n, dict) and _is_id(n.get("id"))}}
+               "node_ids": {str(n["id"]) for n in nodes if isinstance(n, dict) and is_id(n.get("id"))}}
     for side in ("inputs", "outputs"):
         slots = definition.get(side) if definition.get(side) is not None else []
         named = isinstance(slots, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in slots)
@@ -314,7 +299,7 @@ def _promoted_values(node, subgraph):
     values = node.get("widgets_values")
     if not isinstance(values, list) or not values:
         return {}
-    by_id = {str(n["id"]): n for n in subgraph["nodes"] if isinstance(n, dict) and _is_id(n.get("id"))}
+    by_id = {str(n["id"]): n for n in subgraph["nodes"] if isinstance(n, dict) and is_id(n.get("id"))}
     targets = {}
     for link in subgraph["links"]:
         if isinstance(link, dict):

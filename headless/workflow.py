@@ -17,6 +17,7 @@ from typing import Optional
 
 from . import group_nodes, primitives, subgraphs
 from .errors import WorkflowError
+from .ui_links import is_id, raw_link_fields
 from .widgets import widget_inputs, widget_slots
 
 MUTED, BYPASSED = 2, 4
@@ -121,7 +122,7 @@ def _node_and_input(data, path):
         data, path = data["prompt"], path[1:]
     if path[0] == "nodes" and isinstance(data.get("nodes"), list):  # UI format: the node, not the widget
         node = data["nodes"][path[1]]
-        if isinstance(node, dict) and _is_id(node.get("id")):
+        if isinstance(node, dict) and is_id(node.get("id")):
             return node["id"], None, ""
         return None, None, f"nodes[{path[1]}]: "
     if path[1] == "inputs" and isinstance(data.get(path[0]), dict):  # API format
@@ -212,23 +213,17 @@ def _links(raw):
         raise WorkflowError(None, None, f"is not a ComfyUI workflow: its links must be a list, got {shown(raw)}")
     links, malformed = {}, {}
     for link in raw:
-        if isinstance(link, list) and len(link) >= 5:
-            link_id, origin, slot = link[0], link[1], link[2]
-        elif isinstance(link, dict):
-            link_id, origin, slot = link.get("id"), link.get("origin_id"), link.get("origin_slot")
-        else:
+        fields = raw_link_fields(link)
+        if fields is None:
             continue
+        link_id, origin, slot = fields
         if isinstance(link_id, bool) or not isinstance(link_id, (int, str)):
             continue
-        if _is_id(origin) and isinstance(slot, int) and not isinstance(slot, bool):
+        if is_id(origin) and isinstance(slot, int) and not isinstance(slot, bool):
             links[link_id] = (origin, slot)
         else:
             malformed[link_id] = link
     return links, malformed
-
-
-def _is_id(value):
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def shown(value, limit=80):

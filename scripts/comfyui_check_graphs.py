@@ -28,6 +28,15 @@ def prepare_prompt(prompt, ckpt_name, steps, size=None):
     return prompt
 
 
+def node_adder(prompt):
+    """``node(nid, cls, **inputs)``: adds an API node to ``prompt`` and returns the link to its first output."""
+    def node(nid, cls, **inputs):
+        prompt[nid] = {"class_type": cls, "inputs": inputs}
+        return [nid, 0]
+
+    return node
+
+
 def save_nodes(prompt):
     return {nid: n["inputs"]["filename_prefix"] for nid, n in prompt.items() if n["class_type"] == "SaveImage"}
 

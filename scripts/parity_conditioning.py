@@ -1,7 +1,7 @@
 """Node parity for the conditioning nodes (area "conditioning" of `comfyui-check --node-parity`):
 ConditioningCombine, Concat, Average, SetArea, SetAreaPercentage, SetTimestepRange and ZeroOut, each
 through KSampler, and SLDKSampler with a combined and an area positive (the safety concept global)."""
-from comfyui_check_graphs import _decode_save, prepare_prompt
+from comfyui_check_graphs import _decode_save, node_adder, prepare_prompt
 
 FAMILY = "sd15"
 SECOND_PROMPT = "a red sports car parked on a sunny beach, palm trees"
@@ -23,9 +23,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
         p.pop(node_id)
     model, clip, pos, neg, concept, latent = ["1", 0], ["1", 1], ["2", 0], ["3", 0], ["4", 0], ["5", 0]
 
-    def node(nid, cls, **inputs):
-        p[nid] = {"class_type": cls, "inputs": inputs}
-        return [nid, 0]
+    node = node_adder(p)
 
     def ksampler(nid, prefix, positive=pos, negative=neg, latent_image=latent, step_count=steps, **sld):
         inputs = dict(model=model, seed=21, steps=step_count, cfg=7.0, sampler_name="euler", scheduler="normal",

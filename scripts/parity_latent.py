@@ -5,7 +5,7 @@ InvertMask, the masks from LoadImage's alpha, sampled by KSampler and SLDKSample
 import numpy as np
 from PIL import Image
 
-from comfyui_check_graphs import _decode_save, prepare_prompt
+from comfyui_check_graphs import _decode_save, node_adder, prepare_prompt
 
 FAMILY = "sd15"
 HOLE_IMAGE = "parity_latent_hole.png"  # 76x68: not a multiple of 8, so VAEEncodeForInpaint crops
@@ -32,9 +32,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
         p.pop(node_id)
     model, pos, neg, concept, empty, vae = ["1", 0], ["2", 0], ["3", 0], ["4", 0], ["5", 0], ["1", 2]
 
-    def node(nid, cls, **inputs):
-        p[nid] = {"class_type": cls, "inputs": inputs}
-        return [nid, 0]
+    node = node_adder(p)
 
     def ksampler(nid, latent, seed, denoise=1.0, sampler="euler"):
         return node(nid, "KSampler", model=model, seed=seed, steps=steps, cfg=7.0, sampler_name=sampler,

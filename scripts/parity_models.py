@@ -12,7 +12,7 @@ leaves PEFT's ``attn1.to_q.lora_A`` unloaded, where sld run applies them as diff
 from pathlib import Path
 
 import torch
-from comfyui_check_graphs import LORA_NAME, _decode_save, prepare_prompt
+from comfyui_check_graphs import LORA_NAME, _decode_save, node_adder, prepare_prompt
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -89,9 +89,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
     p["5"]["inputs"].update(width=64, height=64, batch_size=1)
     model, clip, vae = ["1", 0], ["1", 1], ["1", 2]
 
-    def node(nid, cls, **inputs):
-        p[nid] = {"class_type": cls, "inputs": inputs}
-        return [nid, 0]
+    node = node_adder(p)
 
     def branch(tag, model, clip, vae, prefix, sampler="KSampler"):
         pos = node(f"{tag}_pos", "CLIPTextEncode", text="a portrait of a woman in a red coat, city street", clip=clip)

@@ -1,6 +1,6 @@
 """Node parity for the composable sampling nodes (area "sampling" of `comfyui-check --node-parity`):
 KSamplerAdvanced, SamplerCustom(Advanced), the sampler/scheduler/noise/guider blocks and SLDGuider."""
-from comfyui_check_graphs import _decode_save, prepare_prompt
+from comfyui_check_graphs import _decode_save, node_adder, prepare_prompt
 
 FAMILY = "sd15"
 
@@ -17,9 +17,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
     ksampler = {"model": model, "noise_seed": 11, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
                 "scheduler": "normal", "positive": pos, "negative": neg}
 
-    def node(nid, cls, **inputs):
-        p[nid] = {"class_type": cls, "inputs": inputs}
-        return [nid, 0]
+    node = node_adder(p)
 
     def save(nid, source, prefix):
         _decode_save(p, nid, source[0], ["1", 2], prefix)

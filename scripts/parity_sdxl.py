@@ -12,7 +12,7 @@ maps (it leaves PEFT-named UNet attention, ``attn1.to_q.lora_A``, unloaded where
 diffusers does; see sld_core/models/lora.py): non-attention UNet layers and both encoders' attention and MLP.
 """
 import torch
-from comfyui_check_graphs import _decode_save, prepare_prompt
+from comfyui_check_graphs import _decode_save, node_adder, prepare_prompt
 from safetensors.torch import save_file
 
 FAMILY = "sdxl"
@@ -115,9 +115,7 @@ def node_parity_prompt(base_prompt, ckpt_name, steps):
     p["5"]["inputs"].update(width=128, height=128, batch_size=1)
     model, clip, vae = ["1", 0], ["1", 1], ["1", 2]
 
-    def node(nid, cls, **inputs):
-        p[nid] = {"class_type": cls, "inputs": inputs}
-        return [nid, 0]
+    node = node_adder(p)
 
     def encode(nid, clip, prompt=text):
         return node(nid, "CLIPTextEncode", text=prompt, clip=clip)

@@ -175,16 +175,30 @@ def sd15_lora_shapes():
     return shapes
 
 
+KOHYA = (".lora_down.weight", ".lora_up.weight")  # (down, up) key suffixes
+PEFT = (".lora_A.weight", ".lora_B.weight")
+
+
+def write_random_lora(path, shapes, seed, names=KOHYA, rank=4, alpha=None):
+    """A seeded random rank-`rank` LoRA, float16, for the layers `shapes` ({name: weight shape}; conv
+    kernels as [out, in, kh, kw]) with the key suffixes `names`; `alpha` written per layer when given
+    (kohya; scale alpha/rank), else none (PEFT; scale 1). Returns the number of layers."""
+    generator = torch.Generator().manual_seed(seed)
+    down_name, up_name = names
+    state = {}
+    for name, shape in shapes.items():
+        kernel = shape[2:]
+        state[f"{name}{down_name}"] = torch.randn(rank, shape[1], *kernel, generator=generator) * 0.1
+        state[f"{name}{up_name}"] = torch.randn(shape[0], rank, *([1] * len(kernel)), generator=generator) * 0.1
+        if alpha is not None:
+            state[f"{name}.alpha"] = torch.tensor(float(alpha))
+    save_file({k: v.to(torch.float16) for k, v in state.items()}, str(path))
+    return len(shapes)
+
+
 def write_lora(path, seed=0, rank=4):
     """A seeded random rank-`rank` LoRA in kohya's format (lora_down/lora_up/alpha per module)."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, (out_dim, in_dim) in sd15_lora_shapes().items():
-        state[f"{name}.lora_down.weight"] = torch.randn(rank, in_dim, generator=generator) * 0.1
-        state[f"{name}.lora_up.weight"] = torch.randn(out_dim, rank, generator=generator) * 0.1
-        state[f"{name}.alpha"] = torch.tensor(float(rank))
-    save_file({k: v.to(torch.float16) for k, v in state.items()}, str(path))
-    return len(sd15_lora_shapes())
+    return write_random_lora(path, sd15_lora_shapes(), seed, KOHYA, rank, alpha=rank)
 
 
 def flow_model_prompt(base_prompt, ckpt_name, size=None):

@@ -12,7 +12,7 @@ leaves PEFT's ``attn1.to_q.lora_A`` unloaded, where sld run applies them as diff
 from pathlib import Path
 
 import torch
-from comfyui_check_graphs import LORA_NAME, _decode_save, node_adder, prepare_prompt
+from comfyui_check_graphs import LORA_NAME, PEFT, _decode_save, node_adder, prepare_prompt, write_random_lora
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -45,14 +45,7 @@ def sd15_peft_shapes():
 
 def write_peft_lora(path, seed=1):
     """A seeded rank-4 LoRA in diffusers/PEFT's format (no alpha: scale 1), float16."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in sd15_peft_shapes().items():
-        kernel = shape[2:]
-        state[f"{name}.lora_A.weight"] = torch.randn(RANK, shape[1], *kernel, generator=generator) * 0.1
-        state[f"{name}.lora_B.weight"] = torch.randn(shape[0], RANK, *([1] * len(kernel)), generator=generator) * 0.1
-    save_file({k: v.to(torch.float16) for k, v in state.items()}, str(path))
-    return len(sd15_peft_shapes())
+    return write_random_lora(path, sd15_peft_shapes(), seed, PEFT, RANK)
 
 
 def write_perturbed_vae(checkpoint, path, seed=2):

@@ -11,9 +11,7 @@ entry through ConditioningCombine and zeroed by ConditioningZeroOut; SLD on a Lo
 maps (it leaves PEFT-named UNet attention, ``attn1.to_q.lora_A``, unloaded where sld run applies it as
 diffusers does; see sld_core/models/lora.py): non-attention UNet layers and both encoders' attention and MLP.
 """
-import torch
-from comfyui_check_graphs import _decode_save, node_adder, prepare_prompt
-from safetensors.torch import save_file
+from comfyui_check_graphs import KOHYA, PEFT, _decode_save, node_adder, prepare_prompt, write_random_lora
 
 FAMILY = "sdxl"
 KOHYA_LORA = "sdxl_random_kohya_lora_seed3.safetensors"
@@ -77,27 +75,11 @@ def peft_shapes():
     return shapes
 
 
-def write_lora(path, shapes, names, seed, alpha=None):
-    """A seeded rank-RANK LoRA, float16: `names` = (down suffix, up suffix); `alpha` written per layer
-    when given (kohya; scale alpha/rank), else none (PEFT; scale 1)."""
-    generator = torch.Generator().manual_seed(seed)
-    down_name, up_name = names
-    state = {}
-    for name, shape in shapes.items():
-        kernel = shape[2:]
-        state[f"{name}{down_name}"] = torch.randn(RANK, shape[1], *kernel, generator=generator) * 0.1
-        state[f"{name}{up_name}"] = torch.randn(shape[0], RANK, *([1] * len(kernel)), generator=generator) * 0.1
-        if alpha is not None:
-            state[f"{name}.alpha"] = torch.tensor(float(alpha))
-    save_file({k: v.to(torch.float16) for k, v in state.items()}, str(path))
-    return len(shapes)
-
-
 def prepare_files(base):
     loras = base / "models" / "loras"
     loras.mkdir(parents=True, exist_ok=True)
-    kohya = write_lora(loras / KOHYA_LORA, kohya_shapes(), (".lora_down.weight", ".lora_up.weight"), 3, alpha=2)
-    peft = write_lora(loras / PEFT_LORA, peft_shapes(), (".lora_A.weight", ".lora_B.weight"), 4)
+    kohya = write_random_lora(loras / KOHYA_LORA, kohya_shapes(), 3, KOHYA, RANK, alpha=2)
+    peft = write_random_lora(loras / PEFT_LORA, peft_shapes(), 4, PEFT, RANK)
     return {"kohya_lora": {"file": KOHYA_LORA, "modules": kohya, "alpha": 2, "rank": RANK},
             "peft_lora": {"file": PEFT_LORA, "modules": peft, "rank": RANK}}
 

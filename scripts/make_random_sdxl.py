@@ -46,48 +46,30 @@ SD2_FULL_SIZE = {"unet": "sd2_unet.json", "vae": "sd15_vae.json", "text_encoder"
 V_MARKER = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 
-def sd2_layout():
-    """[(key, shape)] of an SD2.x single file (OpenCLIP ViT-H text tower), sorted by key."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    configs = {part: config(name) for part, name in SD2_FULL_SIZE.items()}
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(configs["unet"])
-        vae = AutoencoderKL.from_config(configs["vae"])
-        clip_h = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder"]))
-    ldm = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), clip_h.state_dict(), "SD2.x")
-    return sorted((key, tuple(tensor.shape)) for key, tensor in ldm.items())
+# --family → (sld_core's family name, the component configs of its full-size model)
+FAMILIES = {"sdxl": ("SDXL", FULL_SIZE), "sdxl-refiner": ("SDXL refiner", REFINER_FULL_SIZE),
+            "sd2-768-v": ("SD2.x", SD2_FULL_SIZE)}
 
 
-def layout(configs=None):
-    """[(key, shape)] of an SDXL single file, sorted by key: from the components of `configs`
-    ({"unet", "vae", "text_encoder", "text_encoder_2"}: diffusers/transformers config dicts; default
-    the full-size ones shipped in sld_core) built on the meta device."""
+def layout(configs=None, family="sdxl"):
+    """[(key, shape)] of a single file of `family` (a --family value), sorted by key: from the components
+    of `configs` ({"unet", "vae", and the text encoders the family has: "text_encoder" (CLIP-L; SD2's
+    OpenCLIP ViT-H), "text_encoder_2" (bigG)}: diffusers/transformers config dicts; default the
+    full-size ones shipped in sld_core) built on the meta device."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    configs = configs or {part: config(name) for part, name in FULL_SIZE.items()}
+    name, files = FAMILIES[family]
+    configs = configs or {part: config(file) for part, file in files.items()}
+    text_class = CLIPTextModelWithProjection if name == "SD2.x" else CLIPTextModel
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(configs["unet"])
         vae = AutoencoderKL.from_config(configs["vae"])
-        clip_l = CLIPTextModel(CLIPTextConfig.from_dict(configs["text_encoder"]))
-        clip_g = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder_2"]))
-    ldm = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), clip_l.state_dict(), "SDXL", clip_g.state_dict())
-    return sorted((key, tuple(tensor.shape)) for key, tensor in ldm.items())
-
-
-def refiner_layout():
-    """[(key, shape)] of an SDXL refiner single file (bigG text tower only), sorted by key."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    configs = {part: config(name) for part, name in REFINER_FULL_SIZE.items()}
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(configs["unet"])
-        vae = AutoencoderKL.from_config(configs["vae"])
-        clip_g = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(configs["text_encoder_2"]))
-    ldm = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), None, "SDXL refiner", clip_g.state_dict())
+        text = {part: cls(CLIPTextConfig.from_dict(configs[part])).state_dict()
+                for part, cls in (("text_encoder", text_class), ("text_encoder_2", CLIPTextModelWithProjection))
+                if part in configs}
+    ldm = diffusers_to_ldm(unet.state_dict(), vae.state_dict(), text.get("text_encoder"), name,
+                           text.get("text_encoder_2"))
     return sorted((key, tuple(tensor.shape)) for key, tensor in ldm.items())
 
 
@@ -131,7 +113,7 @@ def main(argv=None):
     parser.add_argument("--family", choices=("sdxl", "sdxl-refiner", "sd2-768-v"), default="sdxl")
     args = parser.parse_args(argv)
     sd2 = args.family == "sd2-768-v"
-    entries = {"sdxl": layout, "sdxl-refiner": refiner_layout, "sd2-768-v": sd2_layout}[args.family]()
+    entries = layout(family=args.family)
     size = write(args.out, entries, args.seed, v_prediction=sd2)
     print(f"{args.out}: {len(entries)} tensors, {size / 2**30:.2f} GiB (seed {args.seed})")
 

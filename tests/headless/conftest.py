@@ -16,6 +16,20 @@ def load_api(name):
     return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """An executor on the embedded demo model for one test module (the checkpoint loads once; a second
+    run that changes one input re-runs only what depends on it), reading workflows/input/."""
+    from comfyui_sld.headless.run import Executor
+    from comfyui_sld.nodes.context import Runtime
+    from comfyui_sld.nodes.folders import ModelFolders
+
+    folder = tmp_path_factory.mktemp("demo")
+    runtime = Runtime(models=ModelFolders(folder / "models"), input_dir=INPUT_DIR, output_dir=folder / "out",
+                      device="cpu")
+    return Executor(runtime, progress=False)
+
+
 def run_cli(capsys, *args):
     """(exit code, stdout, stderr) of `sld ARGS` run in this process."""
     code = main([str(a) for a in args])

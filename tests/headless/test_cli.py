@@ -21,7 +21,6 @@ LOADER = "1"  # SLDCheckpointLoader in sld_txt2img
 FAST = ("--set", "6.steps=2")
 
 
-
 def pyproject_version():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

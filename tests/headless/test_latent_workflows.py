@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfyui_sld.headless.run import Executor
-from comfyui_sld.nodes.context import Runtime
-from comfyui_sld.nodes.folders import ModelFolders
 from comfyui_sld.nodes.png import read_text_chunks
 from comfyui_sld.sld_core.demo_data import UNSAFE_COLOUR, classify, requested
 from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-
 
 
 def shipped(name):
@@ -33,14 +29,6 @@ def run_ui_file(wf, tmp_path, name):
     chunks = read_text_chunks(png)
     assert chunks["prompt"] == shipped(name) and chunks["workflow"] == json.loads(path.read_text())
     return pixels(png)
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("latent")
-    runtime = Runtime(models=ModelFolders(folder / "models"), input_dir=WORKFLOWS / "input",
-                      output_dir=folder / "out", device="cpu")
-    return Executor(runtime, progress=False)
 
 
 def saved_image(executor, prompt):

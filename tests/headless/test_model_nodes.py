@@ -129,7 +129,6 @@ def graph(lora=None, strength=1.0, clip_skip=None, model_only=False, vae_name=No
     return p
 
 
-
 def test_lora_in_the_executor(models, tmp_path):
     executor = Executor(Runtime(models=ModelFolders(models), output_dir=tmp_path, device="cpu"), progress=False)
 

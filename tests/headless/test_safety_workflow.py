@@ -19,7 +19,6 @@ from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 NAME = "sld_txt2img_checked"
 
 
-
 def tiny_checker_state(**replace):
     """A seeded tiny diffusers StableDiffusionSafetyChecker's weights, as SD's files name them."""
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker

@@ -49,7 +49,6 @@ def run(wf, path, models, out, *overrides):
     return png
 
 
-
 def with_overrides(api, overrides):
     for override in overrides:
         target, value = override.split("=")

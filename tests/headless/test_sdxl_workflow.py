@@ -44,7 +44,6 @@ def run(wf, path, models, out, *overrides):
     return png
 
 
-
 def test_the_workflow_names_sdxl_base_at_its_size(wf):
     api = wf.load_api(NAME)
     assert api["1"]["inputs"]["ckpt_name"] == CHECKPOINT

@@ -16,7 +16,6 @@ from comfyui_sld.sld_core.demo_data import UNSAFE_COLOUR, classify, requested
 from png_pixels import pixels  # tests/png_pixels.py (pytest's pythonpath)
 
 
-
 # Every UI file, and the API files whose run is cheap (img2img's finds workflows/input/ from api/);
 # the compare API file runs in its demonstration test below, through the same executor.
 @pytest.mark.parametrize("name, fmt", [("sld_txt2img", "ui"), ("sld_compare", "ui"), ("sld_img2img", "ui"),
@@ -48,17 +47,9 @@ def test_workflow_runs_and_its_png_reproduces_it(tmp_path, wf, name, fmt):
     assert read_text_chunks(again)["prompt"] == chunks["prompt"]
 
 
-# What each shipped workflow is for, asserted on the images it saves. One executor for the module:
-# the checkpoint loads once, and a second run that changes one input re-runs only what depends on it.
+# What each shipped workflow is for, asserted on the images it saves, through one executor for the
+# module (the `session` fixture of conftest.py).
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo")
-    runtime = Runtime(models=ModelFolders(folder / "models"), input_dir=WORKFLOWS / "input",
-                      output_dir=folder / "out", device="cpu")
-    return Executor(runtime, progress=False)
 
 
 def shipped(name):
